@@ -1,0 +1,1 @@
+"""Reference samplers that users compare against: HMC (`reference.hmc`), flows (`reference.flows`)."""

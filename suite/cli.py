@@ -1,0 +1,204 @@
+"""The ``lftbench`` command line: list, run, report, validate.
+
+A user's mistake (unknown id, bad number, unwritable folder, malformed file) prints one line
+``lftbench: error: ...`` and exits with status 2; set LFTBENCH_DEBUG=1 for the traceback.
+Heavy imports (torch) happen inside the commands, so ``lftbench list`` and ``--help`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from suite import __version__
+from suite.errors import UsageError
+
+EXIT_USAGE = 2
+EXIT_VALIDATION_FAILED = 1
+VALIDATION_MAX_PULL = 4.0
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--chains", type=int, help="independent HMC chains (one batch)")
+    parser.add_argument("--therm", type=int, dest="n_therm", help="thermalisation trajectories (step size adapted)")
+    parser.add_argument("--n-traj", type=int, dest="n_traj", help="measured trajectories per chain")
+    parser.add_argument("--integrator", choices=["leapfrog", "omelyan"])
+    parser.add_argument("--n-steps", type=int, dest="n_steps", help="initial integrator steps per trajectory")
+    parser.add_argument("--traj-length", type=float, dest="trajectory_length", help="trajectory length (default 1)")
+    parser.add_argument("--target-acceptance", type=float, dest="target_acceptance")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+
+
+SPEC_OPTIONS = ("chains", "n_therm", "n_traj", "integrator", "n_steps", "trajectory_length", "target_acceptance")
+
+
+def _spec_from_args(args, sampler: str) -> dict:
+    spec = {"name": sampler}
+    spec.update({k: getattr(args, k) for k in SPEC_OPTIONS if getattr(args, k) is not None})
+    return spec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lftbench", description="Benchmark samplers of lattice field theories.")
+    parser.add_argument("--version", action="version", version=f"lftbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list catalogue entries")
+    p.add_argument("--tier", help="only entries of this tier (quick, standard, large)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("run", help="run a study, or one task with --entry/--sampler")
+    p.add_argument("study", nargs="?", help="a shipped study name (e.g. quick) or a study .toml file")
+    p.add_argument("--entry", help="catalogue entry id (one task)")
+    p.add_argument("--sampler", default="hmc", help="sampler for --entry (default hmc)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="results folder (results.jsonl + runs/)")
+    p.add_argument("--force", action="store_true", help="run tasks again even if their rows exist")
+    _add_run_options(p)
+
+    p = sub.add_parser("report", help="write a report from results folders")
+    p.add_argument("results", nargs="+", help="results folders (pooled)")
+    p.add_argument("--out", required=True, help="report folder (report.md, CSV, figures)")
+
+    p = sub.add_parser("validate", help="check HMC against the catalogue's reference values")
+    p.add_argument("--tier", default="quick")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="also keep the runs in this results folder")
+    p.add_argument("--json", action="store_true")
+    _add_run_options(p)
+    return parser
+
+
+def cmd_list(args) -> int:
+    from suite.catalogue import entries
+
+    selected = entries(args.tier)
+    if args.json:
+        print(json.dumps([{"id": e.id, "theory": e.theory, "lattice": list(e.lattice), "tier": e.tier,
+                           "convention": e.convention, "params": e.params, "description": e.description,
+                           "reference": sorted(set(e.reference) | ({"exact"} if e.exact else set()))}
+                          for e in selected], indent=1))
+        return 0
+    width = max((len(e.id) for e in selected), default=10)
+    for e in selected:
+        refs = "exact" if e.exact else ", ".join(e.reference) or "-"
+        print(f"{e.id:<{width}}  {e.tier:<8}  {'x'.join(map(str, e.lattice)):<7}  {refs:<28}  {e.description}")
+    return 0
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"unknown device {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' requested but no CUDA device is available")
+
+
+def cmd_run(args) -> int:
+    from suite.harness.runner import run_tasks
+    from suite.harness.samplers import normalise_spec
+    from suite.harness.study import Task, load_study
+    from suite.catalogue import get_entry
+
+    if (args.study is None) == (args.entry is None):
+        raise UsageError("give either a study or --entry ID")
+    if args.study is not None:
+        if any(getattr(args, k) is not None for k in SPEC_OPTIONS):
+            raise UsageError("sampler options go in the study file; use them only with --entry")
+        tasks = list(load_study(args.study).tasks)
+    else:
+        get_entry(args.entry)
+        if args.seed < 0:
+            raise UsageError(f"--seed must be >= 0, got {args.seed}")
+        tasks = [Task(args.entry, normalise_spec(_spec_from_args(args, args.sampler)), args.seed)]
+    _check_device(args.device)
+    rows = run_tasks(tasks, args.out, device=args.device, dtype=args.dtype, force=args.force,
+                     log=lambda msg: print(msg, file=sys.stderr))
+    for row in rows:
+        print(_row_summary(row))
+    return 0
+
+
+def _row_summary(row: dict) -> str:
+    parts = [f"{row['entry']} {row['sampler']['name']} seed {row['seed']}:"]
+    if "acceptance" in row["metrics"]:
+        parts.append(f"acc {row['metrics']['acceptance']:.3f}")
+    for name, ref in row["reference"].items():
+        est = row["observables"][name]
+        parts.append(f"{name} {est['value']:.5g}±{est['error']:.2g} (pull {ref['pull']:+.1f})")
+    return " ".join(parts)
+
+
+def cmd_report(args) -> int:
+    from suite.report import build_report
+
+    path = build_report(args.results, args.out)
+    print(path)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    import tempfile
+
+    from suite.catalogue import entries
+    from suite.harness.runner import run_tasks
+    from suite.harness.samplers import normalise_spec
+    from suite.harness.study import Task
+
+    spec = normalise_spec(_spec_from_args(args, "hmc"))
+    _check_device(args.device)
+    targets = [e for e in entries(args.tier) if e.reference or e.exact]
+    if not targets:
+        raise UsageError(f"no {args.tier} entries with reference values")
+    tasks = [Task(e.id, spec, args.seed) for e in targets]
+    with tempfile.TemporaryDirectory() as scratch:
+        rows = run_tasks(tasks, args.out or scratch, device=args.device, dtype=args.dtype, force=args.out is None,
+                         log=lambda msg: print(msg, file=sys.stderr))
+    if args.out:  # rows of tasks skipped as already done come from the folder
+        from suite.harness.results import read_rows
+        from suite.harness.runner import task_key
+
+        keys = {task_key(t, args.dtype, args.device) for t in tasks}
+        rows = [r for r in read_rows(args.out) if r["run_id"] in keys]
+    table = [{"entry": r["entry"], "observable": name, "measured": r["observables"][name]["value"],
+              "error": r["observables"][name]["error"], "reference": ref["value"], "reference_error": ref["error"],
+              "pull": ref["pull"]} for r in rows for name, ref in r["reference"].items()]
+    failed = [t for t in table if not abs(t["pull"]) <= VALIDATION_MAX_PULL]
+    if args.json:
+        print(json.dumps({"max_pull": VALIDATION_MAX_PULL, "passed": not failed, "rows": table}, indent=1))
+    else:
+        width = max(len(t["entry"]) for t in table)
+        print(f"{'entry':<{width}}  {'observable':<15} {'measured':>22} {'reference':>22} {'pull':>6}")
+        for t in table:
+            flag = "" if abs(t["pull"]) <= VALIDATION_MAX_PULL else "  FAIL"
+            print(f"{t['entry']:<{width}}  {t['observable']:<15} {t['measured']:>12.6g} ± {t['error']:<7.2g} "
+                  f"{t['reference']:>12.6g} ± {t['reference_error']:<7.2g} {t['pull']:>+6.2f}{flag}")
+        print(f"{len(table) - len(failed)} passed, {len(failed)} failed (|pull| <= {VALIDATION_MAX_PULL:g})")
+    return EXIT_VALIDATION_FAILED if failed else 0
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "validate": cmd_validate}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as err:
+        if os.environ.get("LFTBENCH_DEBUG"):
+            raise
+        print(f"lftbench: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("lftbench: interrupted; finished runs are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Field spaces: what HMC and flow priors need to know of the manifold a field lives on.
+
+HMC is written once against `FieldSpace`; a new manifold (the torus for U(1) links, SU(N),
+spheres for O(N) models) is a new subclass, not a new HMC.
+
+Every method takes and returns batched tensors with the batch axis first; dtype and device
+come from the arguments, never from globals. Randomness only through an explicit
+``torch.Generator`` so that runs are reproducible.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+
+class FieldSpace(ABC):
+    """A manifold of field configurations of per-configuration shape ``shape``.
+
+    Momenta live in the tangent space and are drawn from exp(−K(p)).
+    """
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = tuple(int(n) for n in shape)
+
+    @abstractmethod
+    def prior_sample(self, batch: int, *, generator=None, dtype=torch.float64, device=None) -> torch.Tensor:
+        """A batch drawn from the space's simple prior (normal, Haar, ...)."""
+
+    def momenta(self, x: torch.Tensor, *, generator=None) -> torch.Tensor:
+        """Gaussian momenta in the tangent space at x, with K(p) = ½ Σ p²."""
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+    def kinetic_energy(self, p: torch.Tensor) -> torch.Tensor:
+        """K(p) = ½ Σ p² per configuration, shape (B,)."""
+        return 0.5 * p.pow(2).flatten(1).sum(1)
+
+    @abstractmethod
+    def update(self, x: torch.Tensor, p: torch.Tensor, eps: float) -> torch.Tensor:
+        """The exact position update x <- exp(eps p) x along the geodesic."""
+
+    def project(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Projection of v onto the tangent space at x (identity for flat spaces)."""
+        return v
+
+
+class EuclideanSpace(FieldSpace):
+    """Real fields, R^shape: prior N(0, 1) on every component, update x + eps p."""
+
+    def prior_sample(self, batch, *, generator=None, dtype=torch.float64, device=None):
+        return torch.randn((batch, *self.shape), generator=generator, dtype=dtype, device=device)
+
+    def update(self, x, p, eps):
+        return x + eps * p

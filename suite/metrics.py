@@ -1,0 +1,68 @@
+"""From a Chain to the numbers of a result row: estimates with errors, τ_int, pulls, costs.
+
+Cost per independent sample of an observable = (wall seconds per measured configuration)
+× 2 τ_int, i.e. seconds per effectively independent measurement.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from suite import stats
+from suite.chain import Chain
+
+
+def _summary(result: stats.GammaResult, seconds_per_config: float | None) -> dict:
+    summary = {
+        "value": result.value,
+        "error": result.error,
+        "tau_int": result.tau_int,
+        "tau_int_error": result.tau_int_error,
+        "window": result.window,
+        "n_samples": result.n_samples,
+    }
+    if seconds_per_config is not None:
+        summary["seconds_per_independent_sample"] = seconds_per_config * 2 * result.tau_int
+    return summary
+
+
+def estimate_observables(chain: Chain, theory, seconds_per_config: float | None = None) -> dict[str, dict]:
+    """Γ-method estimates of every per-configuration observable and every derived quantity."""
+    estimates = {name: _summary(stats.gamma_method(data), seconds_per_config)
+                 for name, data in chain.observables.items()}
+    for name, derived in theory.derived_quantities().items():
+        datas = [chain.observables[k] for k in derived.inputs]
+        estimates[name] = _summary(stats.gamma_method_derived(derived.function, datas), seconds_per_config)
+    return estimates
+
+
+def sampler_metrics(chain: Chain) -> dict:
+    """Acceptance, <exp(−ΔH)> (must be 1 within errors for a correct HMC) and the ESS of flows."""
+    metrics = {}
+    if chain.accepted is not None:
+        metrics["acceptance"] = float(np.mean(chain.accepted))
+    if chain.delta_h is not None:
+        r = stats.gamma_method(np.exp(-chain.delta_h))
+        metrics["exp_minus_delta_h"] = {"value": r.value, "error": r.error}
+        finite = np.isfinite(chain.delta_h)
+        metrics["mean_delta_h"] = float(np.mean(chain.delta_h[finite])) if finite.any() else float("nan")
+        metrics["diverged_fraction"] = float(1 - finite.mean())
+    if chain.log_weights is not None:
+        log_w = chain.log_weights.ravel()
+        metrics["ess"] = {"value": stats.effective_sample_size(log_w), "error": stats.ess_bootstrap_error(log_w)}
+    return metrics
+
+
+def pulls(estimates: dict[str, dict], reference: dict) -> dict[str, dict]:
+    """(measured − reference) / sqrt(σ_measured² + σ_reference²) for every observable with a reference."""
+    out = {}
+    for name, ref in reference.items():
+        if name not in estimates:
+            continue
+        est = estimates[name]
+        sigma = math.hypot(est["error"], ref.error)
+        pull = (est["value"] - ref.value) / sigma if sigma > 0 else float("nan")
+        out[name] = {"value": ref.value, "error": ref.error, "provenance": ref.provenance, "pull": pull}
+    return out

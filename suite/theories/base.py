@@ -1,0 +1,63 @@
+"""The Theory interface shared by every target: action, force, observables.
+
+Layouts (batch first): scalar ``(B, *lattice)``; U(1) angles ``(B, d, *lattice)``;
+SU(N) ``(B, d, *lattice, N, N)``; O(N)/CP(N-1) ``(B, *lattice, N)``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from suite.fields import FieldSpace
+
+
+@dataclass(frozen=True)
+class DerivedQuantity:
+    """An ensemble-level quantity f(<o_1>, ..., <o_k>) of per-configuration observables."""
+
+    function: Callable[..., float]
+    inputs: tuple[str, ...]
+    description: str
+
+
+class Theory(ABC):
+    """A lattice field theory with Boltzmann weight exp(−S(x))."""
+
+    field: FieldSpace
+    lattice: tuple[int, ...]
+    params: dict
+
+    @property
+    def volume(self) -> int:
+        """Number of lattice sites V."""
+        v = 1
+        for n in self.lattice:
+            v *= n
+        return v
+
+    @abstractmethod
+    def action(self, x: torch.Tensor) -> torch.Tensor:
+        """S(x), shape (B,)."""
+
+    def force(self, x: torch.Tensor) -> torch.Tensor:
+        """dS/dx in the field's tangent space, shape of x. Subclasses give it analytically."""
+        return self.autograd_force(x)
+
+    def autograd_force(self, x: torch.Tensor) -> torch.Tensor:
+        """dS/dx by automatic differentiation (the reference the analytic force is tested against)."""
+        with torch.enable_grad():
+            y = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.action(y).sum(), y)
+        return self.field.project(x, grad)
+
+    @abstractmethod
+    def observables(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-configuration observables, each of shape (B,)."""
+
+    def derived_quantities(self) -> dict[str, DerivedQuantity]:
+        """Ensemble-level quantities computed from means of observables (with propagated errors)."""
+        return {}
