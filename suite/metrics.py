@@ -34,7 +34,11 @@ def estimate_observables(chain: Chain, theory, seconds_per_config: float | None 
                  for name, data in chain.observables.items()}
     for name, derived in theory.derived_quantities().items():
         datas = [chain.observables[k] for k in derived.inputs]
-        estimates[name] = _summary(stats.gamma_method_derived(derived.function, datas), seconds_per_config)
+        try:
+            estimates[name] = _summary(stats.gamma_method_derived(derived.function, datas), seconds_per_config)
+        except ValueError as err:  # undefined at the means (e.g. arccosh of a noisy ratio below 1)
+            estimates[name] = {"value": float("nan"), "error": float("nan"), "tau_int": float("nan"),
+                               "tau_int_error": float("nan"), "window": 0, "n_samples": 0, "undefined": str(err)}
     return estimates
 
 

@@ -31,9 +31,18 @@ def prepare_output_folder(folder: str | Path) -> Path:
 
 
 def append_row(folder: str | Path, row: dict) -> None:
-    """Append one row to ``folder/results.jsonl`` with a single write, flushed to disk."""
-    line = json.dumps(row, allow_nan=True, sort_keys=False) + "\n"
-    fd = os.open(Path(folder) / RESULTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    """Append one row to ``folder/results.jsonl`` with a single write, flushed to disk.
+
+    A torn last line left by a crash is terminated first, so it cannot swallow the new row.
+    """
+    path = Path(folder) / RESULTS_FILE
+    line = json.dumps(row, allow_nan=True) + "\n"
+    if path.exists() and path.stat().st_size > 0:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                line = "\n" + line
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())
         os.fsync(fd)

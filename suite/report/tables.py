@@ -1,0 +1,85 @@
+"""Tables of a report: one row per run, and one per (run, observable) with references and pulls."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+HIDDEN_PREFIXES = ("corr_",)  # per-t correlator entries are inputs of m_pole, not table rows
+
+
+def format_value(value: float, error: float) -> str:
+    """'1.2345(67)': the value rounded to the error's two significant digits, error in brackets."""
+    if value is None or not math.isfinite(value):
+        return "nan"
+    if error is None or not math.isfinite(error) or error <= 0:
+        return f"{value:.6g}"
+    digits = max(0, 1 - math.floor(math.log10(error)))
+    scaled = round(error * 10**digits)
+    return f"{value:.{digits}f}({scaled})"
+
+
+def runs_table(rows: list[dict]) -> pd.DataFrame:
+    records = []
+    for r in rows:
+        info, metrics = r.get("sampler_info", {}), r.get("metrics", {})
+        exp_dh = metrics.get("exp_minus_delta_h")
+        records.append({
+            "entry": r["entry"],
+            "sampler": r["sampler"]["name"],
+            "seed": r["seed"],
+            "chains": info.get("chains"),
+            "n_traj": info.get("n_traj"),
+            "integrator": info.get("integrator"),
+            "n_steps": info.get("n_steps"),
+            "step_size": info.get("step_size"),
+            "acceptance": metrics.get("acceptance"),
+            "exp_minus_delta_h": format_value(exp_dh["value"], exp_dh["error"]) if exp_dh else None,
+            "configs_per_s": r["throughput"]["configs_per_second"],
+            "site_updates_per_s": r["throughput"]["site_updates_per_second"],
+            "device": r["device_name"],
+            "dtype": r["dtype"],
+            "run_id": r["run_id"],
+        })
+    return pd.DataFrame.from_records(records)
+
+
+def observables_table(rows: list[dict]) -> pd.DataFrame:
+    records = []
+    for r in rows:
+        refs = r.get("reference", {})
+        names = list(refs) + [n for n in r["observables"] if n not in refs and not n.startswith(HIDDEN_PREFIXES)]
+        for name in names:
+            est, ref = r["observables"][name], refs.get(name)
+            records.append({
+                "entry": r["entry"],
+                "sampler": r["sampler"]["name"],
+                "seed": r["seed"],
+                "observable": name,
+                "value": est["value"],
+                "error": est["error"],
+                "tau_int": est["tau_int"],
+                "tau_int_error": est["tau_int_error"],
+                "seconds_per_independent_sample": est.get("seconds_per_independent_sample"),
+                "reference": ref["value"] if ref else None,
+                "reference_error": ref["error"] if ref else None,
+                "provenance": ref["provenance"] if ref else None,
+                "pull": ref["pull"] if ref else None,
+            })
+    return pd.DataFrame.from_records(records)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (no dependency on tabulate)."""
+    def cell(v):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return ""
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v).replace("|", "\\|")
+
+    header = "| " + " | ".join(df.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in df.columns) + " |"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, rule, *body])

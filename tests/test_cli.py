@@ -1,0 +1,110 @@
+"""The CLI end to end: list, run, report, validate, and one-line errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from suite.cli import main
+from suite.harness import runner
+from suite.harness.results import RESULTS_FILE, read_rows
+
+TINY = ["--chains", "4", "--therm", "30", "--n-traj", "60"]
+
+
+def lftbench(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "suite.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_list_does_not_import_torch():
+    code = "import sys; from suite.cli import main; main(['list']); assert 'torch' not in sys.modules, 'torch imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "phi4/tutorial2021/L8" in proc.stdout
+
+
+def test_list_json_and_tier(capsys):
+    assert main(["list", "--tier", "quick", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed and all(e["tier"] == "quick" for e in listed)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "--entry", "phi4/nope/L8", "--out", "{tmp}"], "unknown entry id"),
+    (["run", "--entry", "phi4/free/L8", "--sampler", "gibbs", "--out", "{tmp}"], "unknown sampler"),
+    (["run", "--entry", "phi4/free/L8", "--n-traj", "-5", "--out", "{tmp}"], "'n_traj' must be >= 1"),
+    (["run", "--entry", "phi4/free/L8", "--chains", "0", "--out", "{tmp}"], "'chains' must be >= 1"),
+    (["run", "--entry", "phi4/free/L8", "--traj-length", "-1", "--out", "{tmp}"], "trajectory_length"),
+    (["run", "--entry", "phi4/free/L8", "--out", "/proc/forbidden"], "not writable"),
+    (["run", "{tmp}/bad.toml", "--out", "{tmp}"], "not valid TOML"),
+    (["run", "{tmp}/nolattice.toml", "--out", "{tmp}"], "unknown entry id"),
+    (["run", "no-such-study", "--out", "{tmp}"], "no study"),
+    (["list", "--tier", "huge"], "unknown tier"),
+    (["report", "{tmp}/empty", "--out", "{tmp}/r"], "does not exist"),
+])
+def test_bad_input_gives_one_line_error(tmp_path, args, message):
+    (tmp_path / "bad.toml").write_text("[[task]\nentries = ")
+    (tmp_path / "nolattice.toml").write_text('[[task]]\nentries = ["phi4/x/L1"]\nsampler = {name = "hmc"}\n')
+    proc = lftbench(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_run_report_and_resume(tmp_path, capsys):
+    out = tmp_path / "results"
+    assert main(["run", "--entry", "phi4/free/L8", *TINY, "--seed", "3", "--out", str(out)]) == 0
+    rows = read_rows(out)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["entry"] == "phi4/free/L8" and row["seed"] == 3 and row["catalogue_version"] >= 1
+    assert row["sampler"]["chains"] == 4 and row["observables"]["chi2"]["n_samples"] == 4 * 60
+    assert set(row["reference"]) >= {"chi2", "phi2", "xi2nd"}
+    assert "git_commit" in row["provenance"] and row["provenance"]["packages"]["torch"]
+    assert (out / row["artifacts"]["chains"]).exists()
+    # The same task again is skipped; --force runs it again.
+    assert main(["run", "--entry", "phi4/free/L8", *TINY, "--seed", "3", "--out", str(out)]) == 0
+    assert len(read_rows(out)) == 1
+    assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "phi4/free/L8" in report and "pull" in report
+    assert (tmp_path / "report" / "figures" / f"{row['run_id']}.png").stat().st_size > 1000
+    assert (tmp_path / "report" / "observables.csv").exists()
+
+
+def test_crash_keeps_earlier_rows_and_torn_lines_are_ignored(tmp_path, monkeypatch):
+    study = tmp_path / "two.toml"
+    study.write_text('[[task]]\nentries = ["phi4/free/L8"]\nsampler = { name = "hmc", chains = 2, n_therm = 10, '
+                     'n_traj = 20 }\nseeds = [0, 1]\n')
+    real = runner.run_sampler
+    calls = []
+
+    def dies_on_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_sampler", dies_on_second)
+    out = tmp_path / "results"
+    with pytest.raises(RuntimeError):
+        main(["run", str(study), "--out", str(out)])
+    assert [r["seed"] for r in read_rows(out)] == [0]
+    with open(out / RESULTS_FILE, "a") as f:
+        f.write('{"run_id": "torn')  # a crash in the middle of a write
+    monkeypatch.setattr(runner, "run_sampler", real)
+    assert main(["run", str(study), "--out", str(out)]) == 0  # resumes: only seed 1 runs
+    assert sorted(r["seed"] for r in read_rows(out)) == [0, 1]
+
+
+def test_validate_passes_on_free_field(tmp_path, capsys, monkeypatch):
+    # Only the free field entries at L=8 keep this fast; the full quick tier is `make validate`.
+    from suite import catalogue
+
+    quick = [e for e in catalogue.entries("quick") if e.id == "phi4/free/L8"]
+    monkeypatch.setattr(catalogue, "entries", lambda tier=None: quick)
+    assert main(["validate", "--chains", "16", "--therm", "100", "--n-traj", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "phi4/free/L8" in out and "0 failed" in out
