@@ -218,19 +218,28 @@ def measure(impl, L, chains, *, repeats, target_seconds, warmup_seconds, device,
     """Warm up (calibrating trajectories per measurement), then time ``repeats`` measurements."""
     runner = RUNNERS[impl](L, chains, device, dtype, seed, lam)
     warm = []
-    while len(warm) < 2 or (sum(warm) < warmup_seconds and len(warm) < 200):
+    while len(warm) < 3 or (sum(warm) < warmup_seconds and len(warm) < 200):
         warm.append(_timed(runner, 1, device))
-    per_traj = statistics.median(warm[len(warm) // 2:])
-    n = max(1, min(100_000, round(target_seconds / per_traj)))
+
+    def n_for(seconds_per_traj):
+        return max(1, min(100_000, round(target_seconds / seconds_per_traj)))
+
+    n = n_for(min(warm))
     runner.accepted = runner.proposed = 0
     load = BackgroundLoad().start()
-    times = [_timed(runner, n, device) for _ in range(repeats)]
+    per_traj, counts = [], []
+    for _ in range(repeats):
+        seconds = _timed(runner, n, device)
+        per_traj.append(seconds / n)
+        counts.append(n)
+        if seconds > 4 * target_seconds:   # a disturbed warm-up made n too large: recalibrate
+            n = n_for(seconds / n)
     background = load.stop()
-    median = statistics.median(times)
-    chain_traj_per_s = n * chains / median
+    median = statistics.median(per_traj)          # seconds per trajectory (of all chains)
+    chain_traj_per_s = chains / median
     return {
-        "impl": impl, "L": L, "chains": chains, "n_traj": n, "median_s": median,
-        "spread": (max(times) - min(times)) / median,
+        "impl": impl, "L": L, "chains": chains, "n_traj": statistics.median(counts), "median_s": median,
+        "spread": (max(per_traj) - min(per_traj)) / median,
         "chain_traj_per_s": chain_traj_per_s,
         "site_updates_per_s": chain_traj_per_s * L * L,
         "us_per_chain_traj": 1e6 / chain_traj_per_s,
@@ -267,14 +276,15 @@ def header_lines(args) -> list[str]:
         f"HMC: leapfrog, trajectory length {TRAJECTORY_LENGTH}, {N_STEPS} steps (eps = {TRAJECTORY_LENGTH / N_STEPS}),"
         f" {N_STEPS + 1} force and 2 action evaluations per trajectory",
         f"timing: median of {args.repeats} measurements of ~{args.target_seconds} s after warm-up;"
+        f" s/traj = median seconds per trajectory of all chains;"
         f" spread = (max - min) / median; bg CPUs = CPUs kept busy by other processes while timing",
     ]
     return lines
 
 
 RESULT_COLUMNS = [
-    ("impl", "impl", "{}"), ("L", "L", "{}"), ("chains", "chains", "{}"), ("traj/meas", "n_traj", "{}"),
-    ("median s", "median_s", "{:.3f}"), ("chain-traj/s", "chain_traj_per_s", "{:.4g}"),
+    ("impl", "impl", "{}"), ("L", "L", "{}"), ("chains", "chains", "{}"), ("traj/meas", "n_traj", "{:g}"),
+    ("s/traj", "median_s", "{:.3g}"), ("chain-traj/s", "chain_traj_per_s", "{:.4g}"),
     ("site upd/s", "site_updates_per_s", "{:.4g}"), ("us/chain-traj", "us_per_chain_traj", "{:.4g}"),
     ("spread", "spread", "{:.0%}"), ("acc", "acceptance", "{:.2f}"), ("bg CPUs", "background", "{:.1f}"),
 ]

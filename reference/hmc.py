@@ -10,9 +10,11 @@ Integrators (both symmetric and reversible, error O(eps²) in ΔH):
   Comput. Phys. Commun. 151 (2003) 272, with λ = 0.1931833275037836; two force evaluations per
   step and a smaller error constant.
 
-The step size is adapted during thermalisation by dual averaging (Hoffman & Gelman 2014,
-Alg. 5) of the batch-mean acceptance probability toward a target, at fixed trajectory length,
-and then frozen: only frozen-step trajectories are measured, so the chain is exact.
+The step size is adapted during the first three quarters of thermalisation by dual averaging
+(Hoffman & Gelman 2014, Alg. 5) of the batch-mean acceptance probability toward a target, at
+fixed trajectory length, and then frozen; in the last quarter any diverging trajectory (non-
+finite energy) shortens the step by a quarter. Only frozen-step trajectories are measured, so
+the chain is exact.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tqdm.auto import tqdm
 from suite.chain import Chain
 
 OMELYAN_LAMBDA = 0.1931833275037836
+ADAPT_FRACTION = 0.75  # of the thermalisation adapts the step; the rest runs frozen under a stability guard
 INTEGRATORS = ("leapfrog", "omelyan")
 
 
@@ -140,17 +143,20 @@ def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settin
     x = theory.field.prior_sample(chains, generator=generator, dtype=dtype, device=device)
     n_steps = settings.n_steps
     eps = settings.trajectory_length / n_steps
-    adapter = DualAveraging(eps, settings.target_acceptance) if settings.adapt and n_therm > 0 else None
+    n_adapt = int(ADAPT_FRACTION * n_therm) if settings.adapt else 0
+    adapter = DualAveraging(eps, settings.target_acceptance) if n_adapt > 0 else None
 
     start = time.perf_counter()
-    for _ in tqdm(range(n_therm), desc="thermalise", disable=_quiet(progress), leave=False):
+    for i in tqdm(range(n_therm), desc="thermalise", disable=_quiet(progress), leave=False):
         x, _, delta_h = hmc_trajectory(theory, x, eps, n_steps, settings.integrator, generator)
-        if adapter is not None:
+        if i < n_adapt:
             prob = torch.exp(-delta_h.clamp(min=0)).mean().item()
-            n_steps = steps_for(settings.trajectory_length, adapter.update(prob))
-            eps = settings.trajectory_length / n_steps
-    if adapter is not None:
-        n_steps = steps_for(settings.trajectory_length, adapter.final)
+            next_eps = adapter.update(prob) if i < n_adapt - 1 else adapter.final
+            n_steps = steps_for(settings.trajectory_length, next_eps)
+        elif settings.adapt and not torch.isfinite(delta_h).all():
+            # Stability guard: a diverging trajectory at the frozen step size (the leapfrog is
+            # unstable where the quartic force is stiff) shortens the step by a quarter.
+            n_steps = math.ceil(1.25 * n_steps)
         eps = settings.trajectory_length / n_steps
     therm_seconds = time.perf_counter() - start
 

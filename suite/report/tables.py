@@ -36,6 +36,7 @@ def runs_table(rows: list[dict]) -> pd.DataFrame:
             "step_size": info.get("step_size"),
             "acceptance": metrics.get("acceptance"),
             "exp_minus_delta_h": format_value(exp_dh["value"], exp_dh["error"]) if exp_dh else None,
+            "diverged": metrics.get("diverged_fraction"),
             "configs_per_s": r["throughput"]["configs_per_second"],
             "site_updates_per_s": r["throughput"]["site_updates_per_second"],
             "device": r["device_name"],
