@@ -67,7 +67,7 @@ def test_mean_exp_minus_delta_h_is_one(integrator):
                     settings=HMCSettings(integrator=integrator, target_acceptance=0.8), progress=False)
     result = gamma_method(np.exp(-chain.delta_h))
     assert abs(result.value - 1) < 4 * result.error, (result.value, result.error)
-    assert 0.7 < chain.accepted.mean() < 0.97
+    assert 0.7 < chain.accepted.mean() < 0.995  # the stability guard may shorten the step
 
 
 def free_field_pulls(length, chains, n_traj, seed):
