@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", nargs="+", help="results folders (pooled)")
     p.add_argument("--out", required=True, help="report folder (report.md, CSV, figures)")
 
+    p = sub.add_parser("references", help="print catalogue reference blocks (TOML) computed from result rows")
+    p.add_argument("results", help="results folder of a reference study")
+    p.add_argument("--study", required=True, help="the study that produced it (named in each block's command)")
+    p.add_argument("--observables", default="chi2,abs_mag,e_ising,m_pole,xi2nd",
+                   help="comma-separated observables (default %(default)s)")
+
     p = sub.add_parser("validate", help="check HMC against the catalogue's reference values")
     p.add_argument("--tier", default="quick")
     p.add_argument("--seed", type=int, default=0)
@@ -183,7 +189,34 @@ def cmd_validate(args) -> int:
     return EXIT_VALIDATION_FAILED if failed else 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "validate": cmd_validate}
+def cmd_references(args) -> int:
+    from suite.harness.results import read_rows
+    from suite.report.tables import format_value
+
+    rows = read_rows(args.results)
+    if not rows:
+        raise UsageError(f"results folder {args.results!r} has no rows")
+    names = [n.strip() for n in args.observables.split(",") if n.strip()]
+    for row in rows:
+        info = row["sampler_info"]
+        print(f"# {row['entry']}: paste into its [[entry]]")
+        for name in names:
+            est = row["observables"].get(name)
+            if est is None or not est["error"] == est["error"]:
+                print(f"# {name}: not measured or undefined, skipped")
+                continue
+            print(f"[entry.reference.{name}]  # {format_value(est['value'], est['error'])}, "
+                  f"tau_int {est['tau_int']:.3g}")
+            print(f"value = {est['value']!r}\nerror = {est['error']:.3g}")
+            print(f'provenance = "computed: {row["sampler"]["name"]}, {info["chains"]} chains x {info["n_traj"]} '
+                  f'trajectories after {info["n_therm"]}, seed {row["seed"]}, lftbench {row["suite_version"]}"')
+            print(f'command = "lftbench run {args.study} --out {args.results}"')
+        print()
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "references": cmd_references,
+            "validate": cmd_validate}
 
 
 def main(argv=None) -> int:

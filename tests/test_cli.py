@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -72,6 +73,12 @@ def test_run_report_and_resume(tmp_path, capsys):
     assert "phi4/free/L8" in report and "pull" in report
     assert (tmp_path / "report" / "figures" / f"{row['run_id']}.png").stat().st_size > 1000
     assert (tmp_path / "report" / "observables.csv").exists()
+    # Reference blocks printed from the rows parse as catalogue TOML and carry the row's numbers.
+    capsys.readouterr()
+    assert main(["references", str(out), "--study", "mine", "--observables", "chi2,phi2"]) == 0
+    blocks = tomllib.loads(capsys.readouterr().out.replace("[entry.", "[e."))
+    assert blocks["e"]["reference"]["chi2"]["value"] == row["observables"]["chi2"]["value"]
+    assert blocks["e"]["reference"]["phi2"]["provenance"].startswith("computed: hmc, 4 chains x 60")
 
 
 def test_crash_keeps_earlier_rows_and_torn_lines_are_ignored(tmp_path, monkeypatch):
