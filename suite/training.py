@@ -1,0 +1,404 @@
+"""Training of samplers with a learnable density (normalizing flows) for a `Theory`.
+
+Conventions
+-----------
+Model protocol
+    A ``torch.nn.Module`` with ``sample(n) -> (x, log_q)``: ``x`` of shape ``(n, *lattice)`` drawn by
+    reparameterisation from the *global* torch RNG (so that checkpoints capture it), ``log_q`` of
+    shape ``(n,)`` differentiable w.r.t. the parameters; and, where it can, ``log_prob(x) -> (n,)``
+    (needed by ``forward-kl`` and ``path-gradient``).
+Objectives
+    ``loss(model, batch_size, step) -> (loss, log_w or None)`` with ``log_w = −S(x) − log q(x)``
+    (detached) for ``x ~ q``; ``step`` is the 1-based index of the step being taken.
+
+    * ``reverse-kl``: ``mean(log q(x) + S(x))``, ``x ~ q``; its expectation is ``KL(q‖p) − log Z ≥ −log Z``.
+    * ``path-gradient``: the same value, but ``log q`` evaluated with detached parameters, so that
+      the gradient is the reverse-KL gradient without the score term ``E_q[∂_θ log q_θ] = 0``
+      (Vaitl, Nicoli, Nakajima, Kessel, arXiv:2207.08219): ``∇_θ = E_z[∂_x(log q_θ + S)(x) ∂_θ f_θ(z)]``,
+      exactly zero at ``q = p``.  Needs ``log_prob`` (an inverse pass per step).
+    * ``forward-kl``: ``−mean log q(x)`` over minibatches of an ensemble from ``p`` (e.g. HMC),
+      drawn without replacement (reshuffled each epoch) by a seeded generator; its expectation is
+      ``KL(p‖q) + H(p)``.  The ESS needs model samples and ``S``: with ``theory`` given, every
+      ``ess_every`` steps ``batch_size`` extra samples are drawn without gradient (NaN otherwise).
+Log and budget
+    One row per ``log_every`` steps (and every skipped and the last step): ``step``, ``loss``,
+    ``ess`` (per-sample ESS of the batch, `suite.stats.effective_sample_size`; NaN where none),
+    ``seconds`` (training wall time since the start, summed over resumes, *excluding* checkpoint
+    writes), ``peak_memory_bytes`` (CUDA: ``max_memory_allocated``; CPU: ``ru_maxrss`` of the process),
+    ``lr`` (used in that step), ``grad_norm`` (before clipping), ``skipped``.
+    `Budget` stops at the first limit reached; the target ESS is met when the mean of the last
+    ``ess_window`` batch ESS values reaches it (batch ESS is noisy and, for poor models, biased high).
+NaN policy
+    A step whose loss or gradient norm is non-finite makes no optimizer update, is counted in
+    ``TrainingLog.skipped`` (it still counts as a step and advances the schedule); after
+    ``max_bad_steps`` *consecutive* bad steps `TrainingDiverged` is raised.
+Checkpoints
+    Written atomically (temporary file + ``os.replace``) every ``checkpoint_every`` steps and at the
+    end: model, optimizer, scheduler, objective state, log, and the torch (CPU, CUDA), numpy and
+    Python RNG states; ``resume=True`` continues bit-for-bit on CPU (a missing file starts afresh).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import resource
+import sys
+import time
+import warnings
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from suite.errors import UsageError
+from suite.stats import effective_sample_size
+
+__all__ = ["Budget", "ForwardKL", "OBJECTIVES", "Objective", "PathGradient", "ReverseKL",
+           "TrainingDiverged", "TrainingLog", "frozen_log_prob", "train"]
+
+COLUMNS = ("step", "loss", "ess", "seconds", "peak_memory_bytes", "lr", "grad_norm", "skipped")
+CHECKPOINT_FORMAT = "lftbench-training-1"
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+def _require_log_prob(model: nn.Module, who: str) -> None:
+    if not callable(getattr(model, "log_prob", None)):
+        raise TypeError(f"{who} needs a model with log_prob(x); {type(model).__name__} has none")
+
+
+class Objective:
+    """Base class: a training objective (see the module docstring)."""
+
+    name = ""
+    reports_ess = True  # whether loss() returns log-weights (on some steps at least)
+
+    def check(self, model: nn.Module) -> None:
+        """Raise TypeError if ``model`` lacks what the objective needs."""
+
+    def loss(self, model: nn.Module, batch_size: int, step: int):
+        raise NotImplementedError
+
+    def reseed(self, seed: int) -> None:
+        """Reset any private randomness (called at the start of a fresh run)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class ReverseKL(Objective):
+    """``mean(log q + S)`` over model samples, reparameterisation gradient."""
+
+    name = "reverse-kl"
+
+    def __init__(self, theory):
+        self.theory = theory
+
+    def loss(self, model, batch_size, step):
+        x, log_q = model.sample(batch_size)
+        neg_log_w = log_q + self.theory.action(x)
+        return neg_log_w.mean(), -neg_log_w.detach()
+
+
+class _LogProb(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.log_prob(x)
+
+
+def frozen_log_prob(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``log q_θ'(x)`` with ``θ' = θ`` detached: gradients flow through ``x`` only."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    frozen = {f"model.{name}": t.detach() for name, t in tensors}
+    return torch.func.functional_call(_LogProb(model), frozen, (x,))
+
+
+class PathGradient(Objective):
+    """Reverse KL with the path-gradient ("sticking the landing") estimator, arXiv:2207.08219."""
+
+    name = "path-gradient"
+
+    def __init__(self, theory):
+        self.theory = theory
+
+    def check(self, model):
+        _require_log_prob(model, "the path-gradient objective")
+
+    def loss(self, model, batch_size, step):
+        self.check(model)
+        x, _ = model.sample(batch_size)  # x = f_θ(z), differentiable in θ
+        neg_log_w = frozen_log_prob(model, x) + self.theory.action(x)
+        return neg_log_w.mean(), -neg_log_w.detach()
+
+
+class ForwardKL(Objective):
+    """``−mean log q`` over minibatches of ``samples`` (N, *lattice) from the target, e.g. HMC."""
+
+    name = "forward-kl"
+
+    def __init__(self, samples, theory=None, ess_every: int = 10, seed: int = 0):
+        self.samples = torch.as_tensor(samples)
+        if self.samples.dim() < 2 or len(self.samples) < 2:
+            raise UsageError(f"samples must have shape (N >= 2, *lattice), got {tuple(self.samples.shape)}")
+        if ess_every < 1:
+            raise UsageError(f"ess_every must be >= 1, got {ess_every}")
+        self.theory, self.ess_every = theory, int(ess_every)
+        self.reports_ess = theory is not None
+        self.reseed(seed)
+
+    def check(self, model):
+        _require_log_prob(model, "the forward-kl objective")
+
+    def reseed(self, seed):
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self._perm, self._pos = torch.zeros(0, dtype=torch.long), 0
+
+    def _minibatch(self, n: int) -> torch.Tensor:
+        if n > len(self.samples):
+            raise UsageError(f"batch_size {n} exceeds the {len(self.samples)} training samples")
+        if self._pos + n > len(self._perm):
+            self._perm, self._pos = torch.randperm(len(self.samples), generator=self.generator), 0
+        index = self._perm[self._pos:self._pos + n]
+        self._pos += n
+        return self.samples[index]
+
+    def loss(self, model, batch_size, step):
+        ref = next(model.parameters())
+        x = self._minibatch(batch_size).to(device=ref.device, dtype=ref.dtype)
+        loss = -model.log_prob(x).mean()
+        log_w = None
+        if self.theory is not None and step % self.ess_every == 0:
+            with torch.no_grad():
+                y, log_q = model.sample(batch_size)
+                log_w = -(log_q + self.theory.action(y))
+        return loss, log_w
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state(), "perm": self._perm, "pos": self._pos}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
+        self._perm, self._pos = state["perm"], int(state["pos"])
+
+
+OBJECTIVES = {"reverse-kl": ReverseKL, "forward-kl": ForwardKL, "path-gradient": PathGradient}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Stop at whichever limit comes first; at least one of steps, seconds, target_ess is required."""
+
+    steps: int | None = None
+    seconds: float | None = None
+    target_ess: float | None = None
+    ess_window: int = 10
+
+    def __post_init__(self):
+        if self.steps is None and self.seconds is None and self.target_ess is None:
+            raise UsageError("Budget needs at least one of steps, seconds, target_ess")
+        if self.steps is not None and (int(self.steps) != self.steps or self.steps < 1):
+            raise UsageError(f"Budget steps must be a positive integer, got {self.steps}")
+        if self.seconds is not None and not self.seconds > 0:
+            raise UsageError(f"Budget seconds must be positive, got {self.seconds}")
+        if self.target_ess is not None and not 0 < self.target_ess <= 1:
+            raise UsageError(f"Budget target_ess must be in (0, 1], got {self.target_ess}")
+        if self.ess_window < 1:
+            raise UsageError(f"Budget ess_window must be >= 1, got {self.ess_window}")
+
+    def reached(self, steps: int, seconds: float, ess_window: deque) -> str | None:
+        """The name of the first limit reached, else None."""
+        if self.steps is not None and steps >= self.steps:
+            return "steps"
+        if (self.target_ess is not None and len(ess_window) >= self.ess_window
+                and float(np.mean(ess_window)) >= self.target_ess):
+            return "target_ess"
+        if self.seconds is not None and seconds >= self.seconds:
+            return "seconds"
+        return None
+
+
+@dataclass
+class TrainingLog:
+    """Logged rows (see `COLUMNS`) and totals; ``stop_reason`` is the budget limit reached."""
+
+    rows: list = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+    skipped: int = 0
+    stop_reason: str | None = None
+
+    def column(self, name: str) -> np.ndarray:
+        return np.array([row[name] for row in self.rows])
+
+    def totals(self) -> dict:
+        return {"steps": self.steps, "seconds": self.seconds, "skipped": self.skipped,
+                "stop_reason": self.stop_reason}
+
+    def to_csv(self, path) -> None:
+        """Write the rows as CSV, atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows({k: (int(v) if k == "skipped" else v) for k, v in row.items()} for row in self.rows)
+        os.replace(tmp, path)
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def _rng_state() -> dict:
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    return {"torch": torch.get_rng_state(), "cuda": cuda, "python": random.getstate(),
+            "numpy": (torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate(state["python"])
+    keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(model: nn.Module, objective: Objective, *, batch_size: int, lr: float, budget: Budget,
+          weight_decay: float = 0.0, schedule: str = "cosine", clip_grad: float | None = None,
+          max_bad_steps: int = 10, checkpoint_path=None, checkpoint_every: int = 100,
+          resume: bool = False, seed: int = 0, log_every: int = 1, progress: bool | None = None) -> TrainingLog:
+    """Train ``model`` on ``objective`` with AdamW until ``budget`` is spent; return the log.
+
+    ``schedule``: ``"cosine"`` (lr·½(1 + cos(π k/budget.steps)) at step k = 0, 1, ...; needs
+    ``budget.steps``) or ``"constant"``.  ``clip_grad``: max gradient norm (None: no clipping).
+    A fresh run seeds the global torch RNG and the objective with ``seed``.  ``progress``: tqdm
+    bar on (True), off (False) or only on a terminal (None).  The schedule is a function of the step
+    and the *current* ``budget.steps`` (a resumed run with a longer budget re-stretches it).
+    Bad arguments raise `UsageError` (a ValueError); persistent NaN/Inf raises `TrainingDiverged`.
+    Conventions: module docstring.
+    """
+    if batch_size < 2 or lr <= 0 or log_every < 1 or checkpoint_every < 1 or max_bad_steps < 1:
+        raise UsageError("batch_size must be >= 2, lr > 0, log_every, checkpoint_every and max_bad_steps >= 1")
+    if budget.target_ess is not None and not objective.reports_ess:
+        raise UsageError(f"{objective.name} reports no ESS here (give it a theory), so target_ess cannot be met")
+    if schedule == "cosine":
+        if budget.steps is None:
+            raise UsageError("schedule 'cosine' anneals over Budget.steps; give steps or use 'constant'")
+        horizon = budget.steps
+        factor = lambda k: 0.5 * (1 + math.cos(math.pi * min(k, horizon) / horizon))  # noqa: E731
+    elif schedule == "constant":
+        factor = lambda k: 1.0  # noqa: E731
+    else:
+        raise UsageError(f"unknown schedule {schedule!r}; expected 'cosine' or 'constant'")
+    if resume and checkpoint_path is None:
+        raise UsageError("resume=True needs a checkpoint_path")
+    objective.check(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    log, window, bad_run = TrainingLog(), deque(maxlen=budget.ess_window), 0
+    ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT or state["objective_name"] != objective.name:
+            raise UsageError(f"{ckpt} is not a {objective.name} training checkpoint")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        objective.load_state_dict(state["objective"])
+        log, bad_run = TrainingLog(**state["log"]), state["bad_run"]
+        log.stop_reason = None
+        window.extend(state["ess_window"])
+        _set_rng_state(state["rng"])
+    else:
+        torch.manual_seed(seed)
+        objective.reseed(seed)
+    device = params[0].device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def save() -> float:
+        start = time.perf_counter()
+        _atomic_save({"format": CHECKPOINT_FORMAT, "objective_name": objective.name,
+                      "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict(), "objective": objective.state_dict(),
+                      "log": asdict(log), "bad_run": bad_run, "ess_window": list(window),
+                      "rng": _rng_state()}, ckpt)
+        return time.perf_counter() - start
+
+    model.train()
+    seconds_before, start, io_seconds, saved_at = log.seconds, time.perf_counter(), 0.0, log.steps
+    bar = tqdm(total=budget.steps, initial=log.steps, desc=objective.name, unit="step",
+               disable=None if progress is None else not progress)
+    try:
+        while (reason := budget.reached(log.steps, log.seconds, window)) is None:
+            step, step_lr = log.steps + 1, optimizer.param_groups[0]["lr"]
+            optimizer.zero_grad(set_to_none=True)
+            loss, log_w = objective.loss(model, batch_size, step)
+            loss_value, grad_norm = float(loss.detach()), math.nan
+            ok = math.isfinite(loss_value)
+            if ok:
+                loss.backward()
+                grad_norm = float(nn.utils.clip_grad_norm_(params, clip_grad if clip_grad else math.inf))
+                ok = math.isfinite(grad_norm)
+            if ok:
+                optimizer.step()
+                bad_run = 0
+            else:
+                log.skipped, bad_run = log.skipped + 1, bad_run + 1
+            with warnings.catch_warnings():  # a skipped first step warns "scheduler before optimizer"
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+                scheduler.step()
+            ess = math.nan
+            if log_w is not None and bool(torch.isfinite(log_w).all()):
+                ess = effective_sample_size(log_w.double().cpu().numpy())
+                window.append(ess)
+            log.steps, log.seconds = step, seconds_before + time.perf_counter() - start - io_seconds
+            last = budget.reached(log.steps, log.seconds, window) is not None
+            if step % log_every == 0 or not ok or last:
+                log.rows.append({"step": step, "loss": loss_value, "ess": ess, "seconds": log.seconds,
+                                 "peak_memory_bytes": _peak_memory(device), "lr": step_lr,
+                                 "grad_norm": grad_norm, "skipped": not ok})
+                bar.set_postfix(loss=f"{loss_value:.4g}", ess=f"{ess:.3f}", refresh=False)
+            bar.update(1)
+            if bad_run >= max_bad_steps:
+                raise TrainingDiverged(
+                    f"training diverged: {bad_run} consecutive steps with non-finite loss or gradients "
+                    f"(at step {step}, {log.skipped} skipped in total)")
+            if ckpt is not None and step % checkpoint_every == 0:
+                io_seconds += save()
+                saved_at = step
+    finally:
+        bar.close()
+    log.stop_reason = reason
+    if ckpt is not None and saved_at != log.steps:
+        save()
+    return log
