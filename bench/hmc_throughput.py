@@ -23,7 +23,13 @@ Timing: per cell, a warm-up of single trajectories (which also calibrates how ma
 trajectories one measurement holds so that it lasts about ``--target-seconds``; at least one
 trajectory, so the plain implementation with many chains at large L runs a single trajectory
 of every chain per measurement), then ``--repeats`` measurements with time.perf_counter
-(device synchronised on CUDA); the median is reported with the spread (max − min)/median.
+(device synchronised on CUDA); the median is reported with the spread (max − min)/median and
+the number of CPUs other processes kept busy meanwhile (``bg CPUs``, from /proc/stat), since
+a shared machine is the usual case. Run as a script, it sets OMP_WAIT_POLICY=PASSIVE before
+importing torch unless the environment or ``--omp-wait-policy`` says otherwise: with OpenMP's
+default policy, torch's intra-op threads on a machine whose cores are busy with other work make
+every parallel op wait a scheduler slice (about 150x slower batched HMC at L = 32, 64 chains on
+a 2-core machine with one other busy process; bench/README.md).
 
 Run: ``python bench/hmc_throughput.py`` (or ``make bench-hmc``); ``--quick`` for a smoke run,
 ``--markdown`` for Markdown tables; ``--help`` for the rest.
@@ -40,7 +46,35 @@ import statistics
 import sys
 import time
 
-import torch
+OMP_POLICIES = ("passive", "active", "unset")
+
+
+def _requested_omp_policy(argv):
+    """The --omp-wait-policy value in argv (it must act before torch loads OpenMP), or None."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--omp-wait-policy="):
+            return arg.split("=", 1)[1]
+        if arg == "--omp-wait-policy" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+if __name__ == "__main__":
+    # Only when run as a script (importing this module changes nothing). OpenMP reads
+    # OMP_WAIT_POLICY once, when torch is imported, so it is set here, before the import.
+    # PASSIVE: idle OpenMP threads sleep instead of spinning. With the default policy, on a
+    # machine whose cores are also busy with other processes, every parallel torch op waits for a
+    # descheduled worker thread: the batched HMC at L >= 32 with 64 chains then takes ~1.8 s per
+    # trajectory instead of ~10 ms (see bench/README.md).
+    _policy = _requested_omp_policy(sys.argv[1:])
+    if _policy in ("passive", "active"):
+        os.environ["OMP_WAIT_POLICY"] = _policy.upper()
+    elif _policy == "unset":
+        os.environ.pop("OMP_WAIT_POLICY", None)
+    elif _policy is None:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402  (after OMP_WAIT_POLICY)
 
 M2 = -4.0
 LAM = 8.0
@@ -270,6 +304,8 @@ def header_lines(args) -> list[str]:
         f"cpu: {cpu_model()} ({os.cpu_count()} logical CPUs)",
         f"torch: {torch.__version__}, threads: {torch.get_num_threads()}"
         + ("" if args.threads is None else " (--threads)") + f", python: {platform.python_version()}",
+        f"OMP_WAIT_POLICY: {os.environ.get('OMP_WAIT_POLICY', 'unset (OpenMP default)')};"
+        f" load average at start: {', '.join(f'{v:.1f}' for v in os.getloadavg())}",
         f"device: {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         f"theory: phi4 2-d, Albergo convention, m2 = {M2}, lam = {args.lam}; dtype float64;"
         f" start phi = {INIT_SCALE} * N(0, 1)",
@@ -335,17 +371,20 @@ def requirement_line(rows):
 # --------------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="lattice extents L (L x L); default 8 16 32 64")
-    parser.add_argument("--chains", type=int, nargs="+", default=[1, 64], help="numbers of chains")
-    parser.add_argument("--impls", nargs="+", choices=sorted(RUNNERS), default=["batched", "plain"])
+    parser.add_argument("--chains", type=int, nargs="+", default=[1, 64], help="numbers of chains; default 1 64")
+    parser.add_argument("--impls", nargs="+", choices=sorted(RUNNERS), default=["batched", "plain"],
+                        help="implementations to time; default both")
     parser.add_argument("--repeats", type=int, default=None, help="timed measurements per cell; default 7")
     parser.add_argument("--target-seconds", type=float, default=None, help="length of one measurement; default 0.5")
-    parser.add_argument("--lam", type=float, default=LAM, help="quartic coupling (Albergo convention, m2 = -4)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--lam", type=float, default=LAM, help="quartic coupling (Albergo convention, m2 = -4); default 8")
+    parser.add_argument("--device", default="cpu", help="torch device; default cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads; default: torch's own")
-    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--omp-wait-policy", choices=OMP_POLICIES, default=None,
+                        help="OpenMP wait policy of torch's threads (set before torch loads; only when run as a"
+                             " script); default: $OMP_WAIT_POLICY if set, else passive; 'unset' leaves OpenMP's default")
+    parser.add_argument("--seed", type=int, default=1234, help="default 1234")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--quick", action="store_true", help="smoke run: L = 8 16, 3 repeats of ~0.1 s")
     args = parser.parse_args(argv)
