@@ -130,15 +130,29 @@ def steps_for(trajectory_length: float, eps: float) -> int:
     return max(1, math.ceil(trajectory_length / eps - 1e-9))
 
 
-def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settings: HMCSettings | None = None,
-            dtype=torch.float64, device="cpu", progress: bool | None = None) -> Chain:
-    """Thermalise (adapting the step size) and then measure ``n_traj`` trajectories on ``chains`` chains.
+@dataclass
+class Thermalised:
+    """Chains after thermalisation, with the frozen integrator settings and their generator."""
 
-    Observables are measured after every trajectory. Reproducible for a given seed on CPU.
-    """
+    x: torch.Tensor
+    eps: float
+    n_steps: int
+    generator: torch.Generator
+    seconds: float
+
+    def trajectory(self, theory, integrator: str):
+        """Advance every chain by one trajectory at the frozen step; returns (accepted, delta_h)."""
+        self.x, accepted, delta_h = hmc_trajectory(theory, self.x, self.eps, self.n_steps, integrator,
+                                                   self.generator)
+        return accepted, delta_h
+
+
+def thermalise(theory, *, chains: int, n_therm: int, seed: int, settings: HMCSettings | None = None,
+               dtype=torch.float64, device="cpu", progress: bool | None = None) -> Thermalised:
+    """Start ``chains`` chains from the prior and run ``n_therm`` trajectories, adapting the step size."""
     settings = settings or HMCSettings()
-    if chains < 1 or n_therm < 0 or n_traj < 1:
-        raise ValueError(f"need chains >= 1, n_therm >= 0, n_traj >= 1; got {chains}, {n_therm}, {n_traj}")
+    if chains < 1 or n_therm < 0:
+        raise ValueError(f"need chains >= 1 and n_therm >= 0; got {chains}, {n_therm}")
     generator = torch.Generator(device=device).manual_seed(seed)
     x = theory.field.prior_sample(chains, generator=generator, dtype=dtype, device=device)
     n_steps = settings.n_steps
@@ -158,17 +172,29 @@ def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settin
             # unstable where the quartic force is stiff) shortens the step by a quarter.
             n_steps = math.ceil(1.25 * n_steps)
         eps = settings.trajectory_length / n_steps
-    therm_seconds = time.perf_counter() - start
+    return Thermalised(x, eps, n_steps, generator, time.perf_counter() - start)
 
+
+def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settings: HMCSettings | None = None,
+            dtype=torch.float64, device="cpu", progress: bool | None = None) -> Chain:
+    """Thermalise (adapting the step size) and then measure ``n_traj`` trajectories on ``chains`` chains.
+
+    Observables are measured after every trajectory. Reproducible for a given seed on CPU.
+    """
+    settings = settings or HMCSettings()
+    if n_traj < 1:
+        raise ValueError(f"need n_traj >= 1, got {n_traj}")
+    state = thermalise(theory, chains=chains, n_therm=n_therm, seed=seed, settings=settings, dtype=dtype,
+                       device=device, progress=progress)
     records = {"accepted": [], "delta_h": [], "obs": []}
     start = time.perf_counter()
     for _ in tqdm(range(n_traj), desc="measure", disable=_quiet(progress), leave=False):
-        x, accepted, delta_h = hmc_trajectory(theory, x, eps, n_steps, settings.integrator, generator)
+        accepted, delta_h = state.trajectory(theory, settings.integrator)
         records["accepted"].append(accepted)
         records["delta_h"].append(delta_h)
-        records["obs"].append(theory.observables(x))
-    if x.is_cuda:
-        torch.cuda.synchronize(x.device)
+        records["obs"].append(theory.observables(state.x))
+    if state.x.is_cuda:
+        torch.cuda.synchronize(state.x.device)
     sample_seconds = time.perf_counter() - start
 
     names = records["obs"][0].keys()
@@ -177,7 +203,25 @@ def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settin
         observables=observables,
         accepted=torch.stack(records["accepted"], 1).cpu().numpy(),
         delta_h=torch.stack(records["delta_h"], 1).cpu().numpy(),
-        timings={"thermalisation": therm_seconds, "sampling": sample_seconds},
-        info={**asdict(settings), "step_size": eps, "n_steps": n_steps, "chains": chains,
+        timings={"thermalisation": state.seconds, "sampling": sample_seconds},
+        info={**asdict(settings), "step_size": state.eps, "n_steps": state.n_steps, "chains": chains,
               "n_therm": n_therm, "n_traj": n_traj, "seed": seed, "dtype": str(dtype).removeprefix("torch.")},
     )
+
+
+def hmc_ensemble(theory, *, n_configs: int, chains: int, n_therm: int, separation: int, seed: int,
+                 settings: HMCSettings | None = None, dtype=torch.float64, device="cpu",
+                 progress: bool | None = None) -> torch.Tensor:
+    """``n_configs`` configurations from ``chains`` thermalised chains, taken every ``separation``
+    trajectories (e.g. a training set for forward KL); shape (n_configs, *field shape)."""
+    settings = settings or HMCSettings()
+    if n_configs < 1 or separation < 1:
+        raise ValueError(f"need n_configs >= 1 and separation >= 1; got {n_configs}, {separation}")
+    state = thermalise(theory, chains=chains, n_therm=n_therm, seed=seed, settings=settings, dtype=dtype,
+                       device=device, progress=progress)
+    kept = []
+    for _ in tqdm(range(math.ceil(n_configs / chains)), desc="ensemble", disable=_quiet(progress), leave=False):
+        for _ in range(separation):
+            state.trajectory(theory, settings.integrator)
+        kept.append(state.x)
+    return torch.cat(kept)[:n_configs]

@@ -20,24 +20,48 @@ EXIT_VALIDATION_FAILED = 1
 VALIDATION_MAX_PULL = 4.0
 
 
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"n_layers\": 8}'")
+    return value
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--chains", type=int, help="independent HMC chains (one batch)")
-    parser.add_argument("--therm", type=int, dest="n_therm", help="thermalisation trajectories (step size adapted)")
-    parser.add_argument("--n-traj", type=int, dest="n_traj", help="measured trajectories per chain")
-    parser.add_argument("--integrator", choices=["leapfrog", "omelyan"])
-    parser.add_argument("--n-steps", type=int, dest="n_steps", help="initial integrator steps per trajectory")
-    parser.add_argument("--traj-length", type=float, dest="trajectory_length", help="trajectory length (default 1)")
-    parser.add_argument("--target-acceptance", type=float, dest="target_acceptance")
+    hmc = parser.add_argument_group("hmc options")
+    hmc.add_argument("--chains", type=int, help="independent HMC chains (one batch)")
+    hmc.add_argument("--therm", type=int, dest="n_therm", help="thermalisation trajectories (step size adapted)")
+    hmc.add_argument("--n-traj", type=int, dest="n_traj", help="measured trajectories per chain")
+    hmc.add_argument("--integrator", choices=["leapfrog", "omelyan"])
+    hmc.add_argument("--n-steps", type=int, dest="n_steps", help="initial integrator steps per trajectory")
+    hmc.add_argument("--traj-length", type=float, dest="trajectory_length", help="trajectory length (default 1)")
+    hmc.add_argument("--target-acceptance", type=float, dest="target_acceptance")
+    flow = parser.add_argument_group("flow and flow-mh options")
+    flow.add_argument("--model", help="affine, spline, hybrid, module:function or file.py:function")
+    flow.add_argument("--hparams", type=_json_object, help="the model factory's keyword arguments as JSON")
+    flow.add_argument("--objective", help="reverse-kl (default), forward-kl or path-gradient")
+    flow.add_argument("--budget-steps", type=int, dest="budget_steps", help="training steps (0: no limit)")
+    flow.add_argument("--budget-seconds", type=float, dest="budget_seconds", help="training seconds (0: no limit)")
+    flow.add_argument("--target-ess", type=float, dest="target_ess", help="stop training at this batch ESS")
+    flow.add_argument("--batch-size", type=int, dest="batch_size")
+    flow.add_argument("--lr", type=float)
+    flow.add_argument("--schedule", choices=["cosine", "constant"])
+    flow.add_argument("--n-samples", type=int, dest="n_samples", help="samples drawn after training")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    parser.add_argument("--dtype", choices=["float32", "float64"], help="default: float64 for hmc, float32 for flows")
 
 
-SPEC_OPTIONS = ("chains", "n_therm", "n_traj", "integrator", "n_steps", "trajectory_length", "target_acceptance")
+SPEC_OPTIONS = ("chains", "n_therm", "n_traj", "integrator", "n_steps", "trajectory_length", "target_acceptance",
+                "model", "hparams", "objective", "budget_steps", "budget_seconds", "target_ess", "batch_size", "lr",
+                "schedule", "n_samples")
 
 
 def _spec_from_args(args, sampler: str) -> dict:
     spec = {"name": sampler}
-    spec.update({k: getattr(args, k) for k in SPEC_OPTIONS if getattr(args, k) is not None})
+    spec.update({k: getattr(args, k) for k in SPEC_OPTIONS if getattr(args, k, None) is not None})
     return spec
 
 
@@ -57,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="results folder (results.jsonl + runs/)")
     p.add_argument("--force", action="store_true", help="run tasks again even if their rows exist")
+    p.add_argument("--resume", action="store_true", help="continue a flow's training from its last checkpoint")
     _add_run_options(p)
 
     p = sub.add_parser("report", help="write a report from results folders")
@@ -124,7 +149,7 @@ def cmd_run(args) -> int:
             raise UsageError(f"--seed must be >= 0, got {args.seed}")
         tasks = [Task(args.entry, normalise_spec(_spec_from_args(args, args.sampler)), args.seed)]
     _check_device(args.device)
-    rows = run_tasks(tasks, args.out, device=args.device, dtype=args.dtype, force=args.force,
+    rows = run_tasks(tasks, args.out, device=args.device, dtype=args.dtype, force=args.force, resume=args.resume,
                      log=lambda msg: print(msg, file=sys.stderr))
     for row in rows:
         print(_row_summary(row))
@@ -135,6 +160,8 @@ def _row_summary(row: dict) -> str:
     parts = [f"{row['entry']} {row['sampler']['name']} seed {row['seed']}:"]
     if "acceptance" in row["metrics"]:
         parts.append(f"acc {row['metrics']['acceptance']:.3f}")
+    if "ess" in row["metrics"]:
+        parts.append(f"ESS {row['metrics']['ess']['value']:.3f}±{row['metrics']['ess']['error']:.3f}")
     for name, ref in row["reference"].items():
         est = row["observables"][name]
         parts.append(f"{name} {est['value']:.5g}±{est['error']:.2g} (pull {ref['pull']:+.1f})")
@@ -169,8 +196,9 @@ def cmd_validate(args) -> int:
     if args.out:  # rows of tasks skipped as already done come from the folder
         from suite.harness.results import read_rows
         from suite.harness.runner import task_key
+        from suite.harness.samplers import DEFAULT_DTYPE
 
-        keys = {task_key(t, args.dtype, args.device) for t in tasks}
+        keys = {task_key(t, args.dtype or DEFAULT_DTYPE["hmc"], args.device) for t in tasks}
         rows = [r for r in read_rows(args.out) if r["run_id"] in keys]
     table = [{"entry": r["entry"], "observable": name, "measured": r["observables"][name]["value"],
               "error": r["observables"][name]["error"], "reference": ref["value"], "reference_error": ref["error"],

@@ -28,8 +28,20 @@ def _summary(result: stats.GammaResult, seconds_per_config: float | None) -> dic
     return summary
 
 
+def _undefined(err: Exception) -> dict:
+    return {"value": float("nan"), "error": float("nan"), "tau_int": float("nan"), "tau_int_error": float("nan"),
+            "window": 0, "n_samples": 0, "undefined": str(err)}
+
+
 def estimate_observables(chain: Chain, theory, seconds_per_config: float | None = None) -> dict[str, dict]:
-    """Γ-method estimates of every per-configuration observable and every derived quantity."""
+    """Estimates of every per-configuration observable and every derived quantity.
+
+    Markov chains (HMC, flow-mh): Wolff's Γ-method with the chains as replica. Independent
+    weighted samples (flow): reweighted means with delta-method errors; τ_int is ½ by
+    construction, and the cost per independent sample is seconds per sample / ESS.
+    """
+    if chain.log_weights is not None and chain.accepted is None:
+        return _reweighted_estimates(chain, theory, seconds_per_config)
     estimates = {name: _summary(stats.gamma_method(data), seconds_per_config)
                  for name, data in chain.observables.items()}
     for name, derived in theory.derived_quantities().items():
@@ -37,8 +49,29 @@ def estimate_observables(chain: Chain, theory, seconds_per_config: float | None 
         try:
             estimates[name] = _summary(stats.gamma_method_derived(derived.function, datas), seconds_per_config)
         except ValueError as err:  # undefined at the means (e.g. arccosh of a noisy ratio below 1)
-            estimates[name] = {"value": float("nan"), "error": float("nan"), "tau_int": float("nan"),
-                               "tau_int_error": float("nan"), "window": 0, "n_samples": 0, "undefined": str(err)}
+            estimates[name] = _undefined(err)
+    return estimates
+
+
+def _reweighted_estimates(chain: Chain, theory, seconds_per_config: float | None) -> dict[str, dict]:
+    log_w = chain.log_weights.ravel()
+    ess = stats.effective_sample_size(log_w)
+    n = len(log_w)
+
+    def summary(value, error):
+        out = {"value": value, "error": error, "tau_int": 0.5, "tau_int_error": 0.0, "window": 0, "n_samples": n}
+        if seconds_per_config is not None:
+            out["seconds_per_independent_sample"] = seconds_per_config / ess
+        return out
+
+    estimates = {name: summary(*stats.reweighted_mean(data.ravel(), log_w))
+                 for name, data in chain.observables.items()}
+    for name, derived in theory.derived_quantities().items():
+        datas = [chain.observables[k].ravel() for k in derived.inputs]
+        try:
+            estimates[name] = summary(*stats.reweighted_derived(derived.function, datas, log_w))
+        except ValueError as err:
+            estimates[name] = _undefined(err)
     return estimates
 
 
@@ -55,7 +88,12 @@ def sampler_metrics(chain: Chain) -> dict:
         metrics["diverged_fraction"] = float(1 - finite.mean())
     if chain.log_weights is not None:
         log_w = chain.log_weights.ravel()
-        metrics["ess"] = {"value": stats.effective_sample_size(log_w), "error": stats.ess_bootstrap_error(log_w)}
+        metrics["ess"] = {"value": stats.effective_sample_size(log_w), "error": stats.ess_bootstrap_error(log_w),
+                          "n_samples": len(log_w)}
+    if "mag" in chain.observables:
+        # Mode coverage: the unweighted fraction of configurations with M > 0 (½ for a Z₂-symmetric
+        # target; a flow that collapsed onto one vacuum of the broken phase shows ~0 or ~1).
+        metrics["fraction_positive_mag"] = float(np.mean(chain.observables["mag"] > 0))
     return metrics
 
 

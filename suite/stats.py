@@ -45,7 +45,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 __all__ = ["GammaResult", "bin_data", "effective_sample_size", "ess_bootstrap_error",
-           "gamma_method", "gamma_method_derived", "reweighted_mean"]
+           "gamma_method", "gamma_method_derived", "reweighted_derived", "reweighted_mean"]
 
 
 def _check_finite(x: np.ndarray, name: str) -> None:
@@ -168,6 +168,26 @@ def gamma_method(data, S: float = 1.5) -> GammaResult:
     return _gamma_core(value, [_fluctuations(r) for r in reps], S)
 
 
+def _value_and_gradient(func, means: np.ndarray, spreads, grad=None) -> tuple[float, np.ndarray]:
+    """f(means) and its gradient: ``grad`` if given, else central differences with step
+    ``eps**(1/3) * max(|mean_k|, spread_k)``. ValueError where either is not finite."""
+    if grad is None:
+        scale = np.maximum(np.abs(means), spreads)
+        h = np.cbrt(np.finfo(float).eps) * np.where(scale > 0, scale, 1.0)
+        g = np.empty(len(means))
+        for k in range(len(means)):
+            xp, xm = means.copy(), means.copy()
+            xp[k] += h[k]
+            xm[k] -= h[k]
+            g[k] = (func(*xp) - func(*xm)) / (xp[k] - xm[k])
+    else:
+        g = np.asarray(grad(*means), dtype=float).reshape(len(means))
+    value = float(func(*means))
+    if not (np.isfinite(value) and np.all(np.isfinite(g))):
+        raise ValueError("func or its gradient is not finite at the means")
+    return value, g
+
+
 def gamma_method_derived(func: Callable[..., float], datas: Sequence, S: float = 1.5,
                          grad: Callable[..., Sequence[float]] | None = None) -> GammaResult:
     """Γ-method error analysis of ``f(<a_1>, ..., <a_K>)`` by linear error propagation.
@@ -196,20 +216,7 @@ def gamma_method_derived(func: Callable[..., float], datas: Sequence, S: float =
         raise ValueError("all primaries must have the same replica lengths")
     flat = [np.concatenate(p) for p in prims]
     means = np.array([f.mean() for f in flat])
-    if grad is None:
-        scale = np.maximum(np.abs(means), [f.std() for f in flat])
-        h = np.cbrt(np.finfo(float).eps) * np.where(scale > 0, scale, 1.0)
-        g = np.empty(len(means))
-        for k in range(len(means)):
-            xp, xm = means.copy(), means.copy()
-            xp[k] += h[k]
-            xm[k] -= h[k]
-            g[k] = (func(*xp) - func(*xm)) / (xp[k] - xm[k])
-    else:
-        g = np.asarray(grad(*means), dtype=float).reshape(len(means))
-    value = float(func(*means))
-    if not (np.isfinite(value) and np.all(np.isfinite(g))):
-        raise ValueError("func or its gradient is not finite at the means")
+    value, g = _value_and_gradient(func, means, [f.std() for f in flat], grad)
     deltas = [sum(g[k] * _fluctuations(p[r]) for k, p in enumerate(prims))
               for r in range(len(lengths))]
     return _gamma_core(value, deltas, S)
@@ -290,3 +297,27 @@ def reweighted_mean(obs, log_w) -> tuple[float, float]:
     n = len(o)
     var = n / (n - 1) * np.sum((w * (o - mean)) ** 2) / sw**2
     return mean, float(np.sqrt(var))
+
+
+def reweighted_derived(func: Callable[..., float], datas: Sequence, log_w,
+                       grad: Callable[..., Sequence[float]] | None = None) -> tuple[float, float]:
+    """``f(<a_1>_p, ..., <a_K>_p)`` from independent samples of ``q`` with weights ``exp(log_w)``.
+
+    The means are self-normalised reweighted means; the error is the delta-method error of the
+    projected observable ``Σ_k ∂_k f a_k`` (as `reweighted_mean`), i.e. linear error propagation.
+
+    Parameters
+    ----------
+    func : callable ``func(*means) -> float``
+    datas : sequence of K arrays of shape (N,)
+    log_w : array_like, shape (N,)
+    """
+    prims = [_vector(d, f"datas[{k}]") for k, d in enumerate(datas)]
+    lw = _vector(log_w, "log_w")
+    if not prims or any(p.shape != lw.shape for p in prims):
+        raise ValueError("datas must be non-empty and shaped like log_w")
+    w = np.exp(lw - lw.max())
+    means = np.array([w @ p / w.sum() for p in prims])
+    value, g = _value_and_gradient(func, means, [p.std() for p in prims], grad)
+    _, error = reweighted_mean(sum(gk * p for gk, p in zip(g, prims)), lw)
+    return value, error

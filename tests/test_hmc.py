@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from reference.hmc import HMCSettings, integrate, run_hmc
+from reference.hmc import HMCSettings, hmc_ensemble, integrate, run_hmc
 from suite.exact.free_scalar import free_scalar_exact
 from suite.stats import gamma_method
 from suite.theories.phi4 import Phi4
@@ -90,3 +90,11 @@ def test_free_field_reproduced_small():
 def test_free_field_reproduced_within_3_sigma_at_L16():
     pulls = free_field_pulls(16, chains=64, n_traj=2000, seed=6)
     assert max(abs(p) for p in pulls.values()) < 3, pulls
+
+
+def test_ensemble_for_forward_kl_has_the_free_field_variance():
+    theory = Phi4.from_lecture((4, 4), m2=1.0, lam=0.0)
+    configs = hmc_ensemble(theory, n_configs=3000, chains=100, n_therm=300, separation=3, seed=0)
+    assert configs.shape == (3000, 4, 4)
+    phi2 = gamma_method((configs**2).mean((1, 2)).reshape(30, 100).T.numpy())
+    assert abs(phi2.value - free_scalar_exact(theory)["phi2"]) < 4 * phi2.error

@@ -179,3 +179,24 @@ def test_reweighted_mean():
     assert err0 == pytest.approx(x.std(ddof=1) / np.sqrt(n), rel=1e-12)
     with pytest.raises(ValueError, match="shapes differ"):
         stats.reweighted_mean(x, log_w[:-1])
+
+
+def test_reweighted_derived_ratio_against_bootstrap():
+    """A ratio of reweighted means: value near the exact one, error close to a bootstrap error."""
+    rng = np.random.default_rng(42)
+    n, mu = 20000, 0.4
+    x = rng.normal(size=n)
+    log_w = mu * x - mu**2 / 2  # N(0,1) reweighted to N(mu,1)
+    a, b = x**2, 1.0 + x
+    value, error = stats.reweighted_derived(lambda p, q: p / q, [a, b], log_w)
+    exact = (1 + mu**2) / (1 + mu)
+    assert abs(value - exact) < 4 * error
+    w = np.exp(log_w)
+    boot = []
+    for _ in range(300):
+        i = rng.integers(0, n, n)
+        boot.append((w[i] @ a[i]) / (w[i] @ b[i]))
+    assert error == pytest.approx(np.std(boot), rel=0.15)
+    # Equal weights: the derived value is f of the plain means.
+    value0, _ = stats.reweighted_derived(lambda p, q: p / q, [a, b], np.zeros(n))
+    assert value0 == pytest.approx(a.mean() / b.mean(), rel=1e-12)

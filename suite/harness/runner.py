@@ -15,9 +15,12 @@ from pathlib import Path
 from suite import __version__
 from suite.catalogue import catalogue_version, get_entry
 from suite.harness.results import append_row, device_name, now, prepare_output_folder, provenance, read_rows
-from suite.harness.samplers import run_sampler
+from suite.harness.samplers import DEFAULT_DTYPE, run_sampler
 from suite.harness.study import Task
 from suite.metrics import estimate_observables, pulls, sampler_metrics
+
+
+ARTIFACTS = {"chains": "chains.npz", "training": "training.csv", "model": "model.pt"}
 
 
 def task_key(task: Task, dtype: str, device: str) -> str:
@@ -28,23 +31,29 @@ def task_key(task: Task, dtype: str, device: str) -> str:
     return f"{task.entry_id.replace('/', '_')}-{task.sampler['name']}-s{task.seed}-{digest}"
 
 
-def run_task(task: Task, out: Path, *, device: str = "cpu", dtype: str = "float64", progress=None) -> dict:
-    """Run one task, save ``runs/<key>/chains.npz`` and append its row; returns the row."""
+def run_task(task: Task, out: Path, *, device: str = "cpu", dtype: str | None = None, resume: bool = False,
+             progress=None) -> dict:
+    """Run one task, save its artifacts under ``runs/<key>/`` and append its row; returns the row.
+
+    ``dtype`` None means the sampler's default (HMC float64, flows float32).
+    """
     import torch
 
+    dtype = dtype or DEFAULT_DTYPE[task.sampler["name"]]
     entry = get_entry(task.entry_id)
     theory = entry.build_theory()
     key = task_key(task, dtype, device)
+    run_dir = out / "runs" / key
+    run_dir.mkdir(parents=True, exist_ok=True)
     started = now()
     wall = time.perf_counter()
-    chain = run_sampler(task.sampler, theory, seed=task.seed, device=device, dtype=getattr(torch, dtype),
-                        progress=progress)
+    chain, training = run_sampler(task.sampler, theory, seed=task.seed, device=device, dtype=getattr(torch, dtype),
+                                  run_dir=run_dir, resume=resume, progress=progress)
     configs = chain.shape[0] * chain.shape[1]
     sampling = chain.timings["sampling"]
     estimates = estimate_observables(chain, theory, seconds_per_config=sampling / configs)
-    run_dir = out / "runs" / key
-    run_dir.mkdir(parents=True, exist_ok=True)
     chain.save(run_dir / "chains.npz")
+    artifacts = {kind: str(Path("runs") / key / name) for kind, name in ARTIFACTS.items() if (run_dir / name).exists()}
     row = {
         "run_id": key,
         "suite_version": __version__,
@@ -60,7 +69,7 @@ def run_task(task: Task, out: Path, *, device: str = "cpu", dtype: str = "float6
         "device_name": device_name(device),
         "dtype": dtype,
         "sampler_info": chain.info,
-        "training": None,
+        "training": training,
         "timings": {**chain.timings, "total": time.perf_counter() - wall},
         "throughput": {
             "configs_per_second": configs / sampling,
@@ -69,23 +78,24 @@ def run_task(task: Task, out: Path, *, device: str = "cpu", dtype: str = "float6
         "metrics": sampler_metrics(chain),
         "observables": estimates,
         "reference": pulls(estimates, entry.reference_values()),
-        "artifacts": {"chains": str(Path("runs") / key / "chains.npz")},
+        "artifacts": artifacts,
         "provenance": {**provenance(), "start_time": started, "end_time": now()},
     }
     append_row(out, row)
     return row
 
 
-def run_tasks(tasks, out, *, device="cpu", dtype="float64", force=False, progress=None, log=print) -> list[dict]:
+def run_tasks(tasks, out, *, device="cpu", dtype=None, force=False, resume=False, progress=None,
+              log=print) -> list[dict]:
     """Run tasks in order into folder ``out``, skipping those already done unless ``force``."""
     out = prepare_output_folder(out)
     done = {row["run_id"] for row in read_rows(out)}
     rows = []
     for i, task in enumerate(tasks, 1):
-        key = task_key(task, dtype, device)
+        key = task_key(task, dtype or DEFAULT_DTYPE[task.sampler["name"]], device)
         if key in done and not force:
             log(f"[{i}/{len(tasks)}] {task.entry_id} {task.sampler['name']} seed {task.seed}: already done, skipped")
             continue
         log(f"[{i}/{len(tasks)}] {task.entry_id} {task.sampler['name']} seed {task.seed}: running")
-        rows.append(run_task(task, out, device=device, dtype=dtype, progress=progress))
+        rows.append(run_task(task, out, device=device, dtype=dtype, resume=resume, progress=progress))
     return rows

@@ -1,10 +1,26 @@
 """Sampler specs: a name plus options, validated, and the function that turns one into a Chain.
 
-A spec is a dict such as ``{"name": "hmc", "chains": 16, "n_therm": 500, "n_traj": 1000}``.
-Samplers: ``hmc`` now; ``flow`` and ``flow-mh`` join when the reference flows do.
+A spec is a dict such as ``{"name": "hmc", "chains": 16, "n_therm": 500, "n_traj": 1000}`` or
+``{"name": "flow", "model": "affine", "objective": "reverse-kl", "budget_steps": 2000}``.
+
+* ``hmc``: Hybrid Monte Carlo (`reference.hmc`), float64 by default.
+* ``flow``: train a model, then draw ``n_samples`` independent samples and reweight them.
+* ``flow-mh``: train a model, then run an independence Metropolis-Hastings chain of
+  ``n_samples`` steps with the model as proposal.
+
+Flow options: ``model`` (registered name, ``module:function`` or ``file.py:function``),
+``hparams`` (the factory's keyword arguments), ``objective`` (reverse-kl, forward-kl,
+path-gradient), ``batch_size``, ``lr``, ``schedule`` (cosine, constant), ``weight_decay``,
+``clip_grad`` (0: none), the budget ``budget_steps`` / ``budget_seconds`` / ``target_ess``
+(0: no such limit; the first reached stops), ``checkpoint_every``, ``n_samples``,
+``sample_batch``, and ``ensemble`` (the HMC training set of forward-kl: ``n_configs``,
+``chains``, ``n_therm``, ``separation`` in trajectories). Flows run in float32 by default.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 from suite.errors import UsageError
 
@@ -18,8 +34,31 @@ HMC_DEFAULTS = {
     "target_acceptance": 0.8,
     "adapt": True,
 }
-SAMPLER_DEFAULTS = {"hmc": HMC_DEFAULTS}
-RUN_LENGTHS = {"chains": 1, "n_therm": 0, "n_traj": 1}   # option -> smallest allowed value
+FLOW_DEFAULTS = {
+    "model": "affine",
+    "hparams": {},
+    "objective": "reverse-kl",
+    "batch_size": 64,
+    "lr": 1e-3,
+    "schedule": "cosine",
+    "weight_decay": 0.0,
+    "clip_grad": 0.0,
+    "budget_steps": 1000,
+    "budget_seconds": 0.0,
+    "target_ess": 0.0,
+    "checkpoint_every": 100,
+    "n_samples": 16384,
+    "sample_batch": 1024,
+    "ensemble": {"n_configs": 8192, "chains": 64, "n_therm": 500, "separation": 4},
+}
+SAMPLER_DEFAULTS = {"hmc": HMC_DEFAULTS, "flow": FLOW_DEFAULTS, "flow-mh": FLOW_DEFAULTS}
+DEFAULT_DTYPE = {"hmc": "float64", "flow": "float32", "flow-mh": "float32"}
+MINIMA = {  # option -> smallest allowed value
+    "hmc": {"chains": 1, "n_therm": 0, "n_traj": 1},
+    "flow": {"batch_size": 2, "budget_steps": 0, "budget_seconds": 0, "target_ess": 0, "checkpoint_every": 1,
+             "n_samples": 2, "sample_batch": 1, "clip_grad": 0, "weight_decay": 0},
+}
+MINIMA["flow-mh"] = MINIMA["flow"]
 
 
 def _has_type_of(value, default) -> bool:
@@ -44,10 +83,13 @@ def normalise_spec(spec: dict) -> dict:
     for key, default in defaults.items():
         if not _has_type_of(full[key], default):
             raise UsageError(f"sampler option {key!r} must be {type(default).__name__}, got {full[key]!r}")
-    for key, smallest in RUN_LENGTHS.items():
+    for key, smallest in MINIMA[name].items():
         if full[key] < smallest:
             raise UsageError(f"sampler option {key!r} must be >= {smallest}, got {full[key]}")
-    _hmc_settings(full)
+    if name == "hmc":
+        _hmc_settings(full)
+    else:
+        _check_flow_spec(full)
     return full
 
 
@@ -61,11 +103,96 @@ def _hmc_settings(spec: dict):
         raise UsageError(f"sampler option: {err}") from None
 
 
-def run_sampler(spec: dict, theory, *, seed: int, device: str, dtype, progress=None):
-    """Run a normalised spec on a theory; returns the Chain."""
+def _check_flow_spec(spec: dict) -> None:
+    from suite.training import OBJECTIVES
+
+    if spec["objective"] not in OBJECTIVES:
+        raise UsageError(f"unknown objective {spec['objective']!r}; expected one of {', '.join(OBJECTIVES)}")
+    if not spec["lr"] > 0:
+        raise UsageError(f"sampler option 'lr' must be > 0, got {spec['lr']}")
+    if not spec["target_ess"] <= 1:
+        raise UsageError(f"sampler option 'target_ess' must be <= 1, got {spec['target_ess']}")
+    if not (spec["budget_steps"] or spec["budget_seconds"] or spec["target_ess"]):
+        raise UsageError("a flow needs a training budget: budget_steps, budget_seconds or target_ess")
+    ensemble = {**FLOW_DEFAULTS["ensemble"], **spec["ensemble"]}
+    unknown = sorted(set(ensemble) - set(FLOW_DEFAULTS["ensemble"]))
+    if unknown:
+        raise UsageError(f"sampler option 'ensemble' has no field {unknown[0]!r}")
+    if any(not isinstance(v, int) or v < (0 if k == "n_therm" else 1) for k, v in ensemble.items()):
+        raise UsageError(f"sampler option 'ensemble' needs positive integers, got {ensemble}")
+    spec["ensemble"] = ensemble
+
+
+def run_sampler(spec: dict, theory, *, seed: int, device: str, dtype, run_dir: Path, resume: bool = False,
+                progress=None):
+    """Run a normalised spec on a theory; returns (Chain, training summary or None).
+
+    Flow runs write ``training.csv``, ``checkpoint.pt`` and ``model.pt`` into ``run_dir``.
+    """
     if spec["name"] == "hmc":
         from reference.hmc import run_hmc
 
-        return run_hmc(theory, chains=spec["chains"], n_therm=spec["n_therm"], n_traj=spec["n_traj"], seed=seed,
-                       settings=_hmc_settings(spec), dtype=dtype, device=device, progress=progress)
-    raise UsageError(f"unknown sampler {spec['name']!r}")
+        chain = run_hmc(theory, chains=spec["chains"], n_therm=spec["n_therm"], n_traj=spec["n_traj"], seed=seed,
+                        settings=_hmc_settings(spec), dtype=dtype, device=device, progress=progress)
+        return chain, None
+    return _run_flow(spec, theory, seed=seed, device=device, dtype=dtype, run_dir=run_dir, resume=resume,
+                     progress=progress)
+
+
+def _objective(spec, theory, *, seed, device, dtype, progress):
+    from suite.training import OBJECTIVES
+
+    if spec["objective"] != "forward-kl":
+        return OBJECTIVES[spec["objective"]](theory)
+    import torch
+
+    from reference.hmc import hmc_ensemble
+
+    ens = spec["ensemble"]
+    configs = hmc_ensemble(theory, n_configs=ens["n_configs"], chains=ens["chains"], n_therm=ens["n_therm"],
+                           separation=ens["separation"], seed=seed + 1, device=device, progress=progress)
+    return OBJECTIVES["forward-kl"](configs.to(dtype), theory=theory, seed=seed)
+
+
+def _run_flow(spec, theory, *, seed, device, dtype, run_dir, resume, progress):
+    import torch
+
+    from suite.flow_sampling import direct_sampling_chain, independence_metropolis_chain
+    from suite.models import build_model
+    from suite.training import Budget, train
+
+    torch.manual_seed(seed)
+    model = build_model(spec["model"], theory, spec["hparams"]).to(device=device, dtype=dtype)
+    objective = _objective(spec, theory, seed=seed, device=device, dtype=dtype, progress=progress)
+    budget = Budget(steps=spec["budget_steps"] or None, seconds=spec["budget_seconds"] or None,
+                    target_ess=spec["target_ess"] or None)
+    log = train(model, objective, batch_size=spec["batch_size"], lr=spec["lr"], budget=budget,
+                weight_decay=spec["weight_decay"], schedule=spec["schedule"], clip_grad=spec["clip_grad"] or None,
+                checkpoint_path=run_dir / "checkpoint.pt", checkpoint_every=spec["checkpoint_every"],
+                resume=resume, seed=seed, progress=progress)
+    log.to_csv(run_dir / "training.csv")
+    tmp = run_dir / "model.pt.tmp"
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, run_dir / "model.pt")
+    model.eval()
+    if spec["name"] == "flow":
+        chain = direct_sampling_chain(model, theory, spec["n_samples"], spec["sample_batch"])
+    else:
+        chain = independence_metropolis_chain(model, theory, spec["n_samples"], spec["sample_batch"], seed)
+    training = {
+        "objective": spec["objective"],
+        **log.totals(),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "final_batch_ess": _final_batch_ess(log),
+    }
+    chain.info = {"n_samples": spec["n_samples"], "seed": seed, "dtype": str(dtype).removeprefix("torch.")}
+    return chain, training
+
+
+def _final_batch_ess(log) -> float | None:
+    """Mean batch ESS over the last tenth of training (None where the objective logs none)."""
+    import numpy as np
+
+    ess = log.column("ess") if log.rows else np.array([])
+    ess = ess[np.isfinite(ess)]
+    return float(ess[-max(1, len(ess) // 10):].mean()) if len(ess) else None

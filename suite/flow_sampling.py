@@ -1,0 +1,73 @@
+"""Using a trained model's samples: direct sampling with reweighting (``flow``) and the
+independence Metropolis-Hastings chain with the model as proposal (``flow-mh``).
+
+Log-weights are log w = −S(x) − log q(x) (unnormalised: log Z is unknown); the action and the
+observables are evaluated in float64 whatever the model's dtype.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from suite.chain import Chain
+from suite.models import check_samples
+
+
+@torch.no_grad()
+def draw(model, theory, n_samples: int, batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+    """``n_samples`` independent draws: (observables (N,) each, log-weights (N,), wall seconds)."""
+    observables, log_w = [], []
+    start = time.perf_counter()
+    for first in range(0, n_samples, batch_size):
+        n = min(batch_size, n_samples - first)
+        x, log_q = check_samples(model.sample(n), n, theory)
+        x = x.to(torch.float64)
+        log_w.append(-theory.action(x) - log_q.to(torch.float64))
+        observables.append(theory.observables(x))
+    log_w = torch.cat(log_w)
+    if log_w.is_cuda:
+        torch.cuda.synchronize(log_w.device)
+    seconds = time.perf_counter() - start
+    names = observables[0].keys()
+    return ({k: torch.cat([o[k] for o in observables]).cpu().numpy() for k in names},
+            log_w.cpu().numpy(), seconds)
+
+
+def direct_sampling_chain(model, theory, n_samples: int, batch_size: int) -> Chain:
+    """Independent samples with their log-weights, one replicum: arrays of shape (1, N)."""
+    observables, log_w, seconds = draw(model, theory, n_samples, batch_size)
+    return Chain(observables={k: v[None] for k, v in observables.items()}, log_weights=log_w[None],
+                 timings={"sampling": seconds})
+
+
+def independence_metropolis_indices(log_w: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The states of an independence MH chain over proposals with log-weights ``log_w``.
+
+    Proposal i replaces the current state j with probability min(1, w_i / w_j); the chain starts
+    at proposal 0. Returns (index of the state after each step (N,), accepted (N,) bool).
+    """
+    n = len(log_w)
+    log_u = np.log(rng.random(n))
+    index = np.empty(n, dtype=np.int64)
+    accepted = np.zeros(n, dtype=bool)
+    current = 0
+    accepted[0] = True
+    index[0] = 0
+    for i in range(1, n):
+        if log_u[i] < log_w[i] - log_w[current]:
+            current = i
+            accepted[i] = True
+        index[i] = current
+    return index, accepted
+
+
+def independence_metropolis_chain(model, theory, n_samples: int, batch_size: int, seed: int) -> Chain:
+    """An independence Metropolis-Hastings chain of length N: observables of the chain's states
+    (1, N), accept flags (1, N) and the proposals' log-weights (1, N)."""
+    observables, log_w, seconds = draw(model, theory, n_samples, batch_size)
+    index, accepted = independence_metropolis_indices(log_w, np.random.default_rng(seed))
+    return Chain(observables={k: v[index][None] for k, v in observables.items()}, accepted=accepted[None],
+                 log_weights=log_w[None], timings={"sampling": seconds})

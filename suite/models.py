@@ -1,0 +1,97 @@
+"""Models (flows or any generative model with an exact density) by name or by a user's factory.
+
+A model spec is a registered name (``affine``, ``spline``, ``hybrid``: `reference.flows.REGISTRY`),
+or a user's factory ``package.module:function`` or ``path/to/file.py:function``; the factory is
+called as ``function(theory, **hparams)`` and must return a `torch.nn.Module` with
+``sample(n) -> (x, log_q)`` (x of shape (n, *lattice), log_q of shape (n,)) and, for the
+objectives that need it, ``log_prob(x) -> (n,)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from suite.errors import UsageError
+
+
+def _load_factory(spec: str):
+    target, _, name = spec.rpartition(":")
+    if not target or not name:
+        raise UsageError(f"model {spec!r}: expected a registered name, module:function or file.py:function")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise UsageError(f"model {spec!r}: no file {target!r}")
+        module_spec = importlib.util.spec_from_file_location(f"lftbench_user_model_{path.stem}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as err:  # a user's file: report, do not crash with a traceback
+            raise UsageError(f"model {spec!r}: importing {target} failed: {type(err).__name__}: {err}") from None
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as err:
+            raise UsageError(f"model {spec!r}: cannot import module {target!r} ({err})") from None
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise UsageError(f"model {spec!r}: {target} has no function {name!r}")
+    return factory
+
+
+def build_model(spec: str, theory, hparams: dict | None = None) -> torch.nn.Module:
+    """The model named by ``spec`` for ``theory``, checked against the Model protocol."""
+    from reference.flows import REGISTRY, build
+
+    hparams = dict(hparams or {})
+    if spec in REGISTRY:
+        try:
+            model = build(spec, theory, **hparams)
+        except (TypeError, ValueError) as err:
+            raise UsageError(f"model {spec!r}: {err}") from None
+    else:
+        factory = _load_factory(spec)
+        try:
+            model = factory(theory, **hparams)
+        except Exception as err:
+            raise UsageError(f"model {spec!r}: the factory failed: {type(err).__name__}: {err}") from None
+    check_model(model, theory, spec)
+    return model
+
+
+def check_model(model, theory, name: str = "model") -> None:
+    """A one-line UsageError if the model breaks the protocol (checked on a batch of 2)."""
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"{name}: the factory returned {type(model).__name__}, not a torch.nn.Module")
+    if not callable(getattr(model, "sample", None)):
+        raise UsageError(f"{name}: the model has no sample(n) method")
+    with torch.no_grad():
+        try:
+            out = model.sample(2)
+        except Exception as err:
+            raise UsageError(f"{name}: sample(2) failed: {type(err).__name__}: {err}") from None
+        check_samples(out, 2, theory, name)
+        if callable(getattr(model, "log_prob", None)):
+            x, log_q = out
+            lp = model.log_prob(x)
+            if tuple(lp.shape) != (2,):
+                raise UsageError(f"{name}: log_prob(x) returned shape {tuple(lp.shape)}, expected (2,)")
+
+
+def check_samples(out, n: int, theory, name: str = "model") -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate ``sample(n)``'s output: a pair (x, log_q) of the right shapes with finite log_q."""
+    if not (isinstance(out, tuple) and len(out) == 2 and all(torch.is_tensor(t) for t in out)):
+        raise UsageError(f"{name}: sample(n) must return a pair of tensors (x, log_q)")
+    x, log_q = out
+    want = (n, *theory.field.shape)
+    if tuple(x.shape) != want:
+        raise UsageError(f"{name}: sample({n}) returned x of shape {tuple(x.shape)}, expected {want}")
+    if tuple(log_q.shape) != (n,):
+        raise UsageError(f"{name}: sample({n}) returned log_q of shape {tuple(log_q.shape)}, expected ({n},)")
+    if not torch.isfinite(log_q).all():
+        raise UsageError(f"{name}: sample({n}) returned non-finite log_q")
+    return x, log_q
