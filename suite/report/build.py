@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
+
 from suite.chain import Chain
 from suite.errors import UsageError
 from suite.harness.results import now, prepare_output_folder, read_rows
-from suite.report.figures import history_and_autocorrelation
+from suite.report.figures import history_and_autocorrelation, training_curves
 from suite.report.tables import format_value, observables_table, runs_table, to_markdown
 
 FIGURE_OBSERVABLES = ("chi2", "abs_mag", "action_density")
@@ -33,55 +35,89 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _legend(row: dict) -> str:
+    spec, training = row["sampler"], row.get("training") or {}
+    return (f"{spec['name']} {spec.get('model')} {spec.get('objective')}, "
+            f"{training.get('steps')} steps / {training.get('seconds', 0):.0f} s, seed {row['seed']}")
+
+
+def _observables_section(row: dict, observables) -> list[str]:
+    table = observables[observables.run_id == row["run_id"]]
+    shown = table.assign(
+        measured=[format_value(v, e) for v, e in zip(table.value, table.error)],
+        tau_int=[format_value(v, e) for v, e in zip(table.tau_int, table.tau_int_error)],
+        reference=[format_value(v, e) if v is not None and v == v else "" for v, e in
+                   zip(table.reference, table.reference_error)],
+        pull=[f"{p:+.2f}" if p is not None and p == p else "" for p in table.pull],
+    )[["observable", "measured", "tau_int", "reference", "pull", "provenance"]]
+    spec = row["sampler"]
+    what = spec["name"] + (f" ({spec['model']}, {spec['objective']})" if spec["name"] != "hmc" else "")
+    return [f"### {row['entry']} — {what}, seed {row['seed']}", "", to_markdown(shown), ""]
+
+
+def _chain_figure(row: dict, out: Path) -> list[str]:
+    """Histories and autocorrelations, for Markov chains only (independent samples have none)."""
+    chain_path = Path(row["_folder"]) / row["artifacts"]["chains"]
+    if not chain_path.exists():
+        return [f"(chains file {chain_path} missing: no figures)", ""]
+    chain = Chain.load(chain_path)
+    if chain.accepted is None:
+        return []
+    names = [n for n in FIGURE_OBSERVABLES if n in chain.observables]
+    figure = out / "figures" / f"{row['run_id']}.png"
+    history_and_autocorrelation(chain.observables, names, f"{row['entry']} ({row['sampler']['name']})", figure)
+    return [f"![histories and autocorrelations](figures/{figure.name})", ""]
+
+
+def _training_section(rows: list[dict], out: Path) -> list[str]:
+    """One figure of training curves per entry, every flow run on it overlaid."""
+    lines = []
+    for entry in dict.fromkeys(r["entry"] for r in rows):
+        curves = {}
+        for row in rows:
+            path = Path(row["_folder"]) / row["artifacts"].get("training", "")
+            if row["entry"] == entry and "training" in row["artifacts"] and path.exists():
+                curves[_legend(row)] = pd.read_csv(path)
+        if curves:
+            figure = out / "figures" / f"training-{entry.replace('/', '_')}.png"
+            training_curves(curves, f"{entry}: training", figure)
+            lines += [f"![training curves for {entry}](figures/{figure.name})", ""]
+    return lines
+
+
 def build_report(results_folders, out) -> Path:
     """Write report.md, runs.csv, observables.csv and figures/ to ``out``; returns the report path."""
     rows = _load_rows(results_folders)
     out = prepare_output_folder(out)
     (out / "figures").mkdir(exist_ok=True)
-    runs = runs_table(rows)
+    hmc_runs, flow_runs = runs_table(rows, "hmc"), runs_table(rows, "flow")
     observables = observables_table(rows)
-    runs.to_csv(out / "runs.csv", index=False)
+    pd.concat([hmc_runs, flow_runs]).to_csv(out / "runs.csv", index=False)
     observables.to_csv(out / "observables.csv", index=False)
-
+    commits = sorted({str(r["provenance"].get("git_commit"))[:10] + (" (dirty)" if r["provenance"].get("git_dirty")
+                                                                        else "") for r in rows})
     lines = [
         "# lftbench report",
         "",
         f"Generated {now()} from {len(rows)} run(s) in {', '.join(map(str, results_folders))}.",
         f"Suite version(s): {', '.join(sorted({r['suite_version'] for r in rows}))}; "
         f"catalogue version(s): {', '.join(sorted({str(r['catalogue_version']) for r in rows}))}; "
-        f"git commit(s): {', '.join(sorted({str(r['provenance'].get('git_commit'))[:10] + (' (dirty)' if r['provenance'].get('git_dirty') else '') for r in rows}))}.",
+        f"git commit(s): {', '.join(commits)}.",
         "",
-        "Errors are statistical (Wolff's Γ-method, S = 1.5, chains as replica); "
-        "τ_int = ½ + Σ_{t≥1} ρ(t) in trajectories; pull = (measured − reference)/√(σ² + σ_ref²).",
-        "",
-        "## Runs",
-        "",
-        to_markdown(runs.drop(columns=["run_id"])),
-        "",
-        "## Observables against reference values",
+        "Errors are statistical: Wolff's Γ-method (S = 1.5, chains as replica) for Markov chains, "
+        "τ_int = ½ + Σ_{t≥1} ρ(t) in trajectories (flow-mh: proposals); reweighted means with delta-method "
+        "errors for independent flow samples. ESS per sample = (Σw)²/(N Σw²) with a bootstrap error. "
+        "pull = (measured − reference)/√(σ² + σ_ref²).",
         "",
     ]
+    if len(hmc_runs):
+        lines += ["## HMC runs", "", to_markdown(hmc_runs.drop(columns=["run_id"])), ""]
+    if len(flow_runs):
+        lines += ["## Flow runs", "", to_markdown(flow_runs.drop(columns=["run_id"])), "",
+                  *_training_section(rows, out)]
+    lines += ["## Observables against reference values", ""]
     for row in rows:
-        table = observables[(observables.entry == row["entry"]) & (observables.seed == row["seed"])
-                            & (observables.sampler == row["sampler"]["name"])]
-        shown = table.assign(
-            measured=[format_value(v, e) for v, e in zip(table.value, table.error)],
-            tau_int=[format_value(v, e) for v, e in zip(table.tau_int, table.tau_int_error)],
-            reference=[format_value(v, e) if v is not None and v == v else "" for v, e in
-                       zip(table.reference, table.reference_error)],
-            pull=[f"{p:+.2f}" if p is not None and p == p else "" for p in table.pull],
-        )[["observable", "measured", "tau_int", "reference", "pull", "provenance"]]
-        lines += [f"### {row['entry']} — {row['sampler']['name']}, seed {row['seed']}", "", to_markdown(shown), ""]
-        chain_path = Path(row["_folder"]) / row["artifacts"]["chains"]
-        if chain_path.exists():
-            chain = Chain.load(chain_path)
-            names = [n for n in FIGURE_OBSERVABLES if n in chain.observables]
-            figure = out / "figures" / f"{row['run_id']}.png"
-            history_and_autocorrelation(chain.observables, names, f"{row['entry']} ({row['sampler']['name']})",
-                                        figure)
-            lines += [f"![histories and autocorrelations](figures/{figure.name})", ""]
-        else:
-            lines += [f"(chains file {chain_path} missing: no figures)", ""]
+        lines += _observables_section(row, observables) + _chain_figure(row, out)
     report = out / "report.md"
     _write_atomic(report, "\n".join(lines))
     return report

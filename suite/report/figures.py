@@ -41,3 +41,36 @@ def history_and_autocorrelation(observables: dict[str, np.ndarray], names: list[
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _smooth(values: np.ndarray, width: int) -> np.ndarray:
+    """Running mean over ``width`` finite points (NaNs, steps without an ESS, are dropped first)."""
+    values = values[np.isfinite(values)]
+    if len(values) < width or width < 2:
+        return values
+    return np.convolve(values, np.ones(width) / width, mode="valid")
+
+
+def training_curves(curves: dict[str, "pd.DataFrame"], title: str, path: Path) -> Path:
+    """Loss against step, batch ESS against step and against wall time, one line per run.
+
+    ``curves`` maps a legend label (sampler, model, objective, budget) to its training.csv table.
+    """
+    fig, (ax_loss, ax_step, ax_time) = plt.subplots(1, 3, figsize=(13, 3.6))
+    for label, log in curves.items():
+        width = max(1, len(log) // 100)
+        ax_loss.plot(log.step[: len(_smooth(log.loss.to_numpy(), width))], _smooth(log.loss.to_numpy(), width),
+                     lw=0.8, label=label)
+        has_ess = np.isfinite(log.ess.to_numpy())
+        ess = _smooth(log.ess.to_numpy(), width)
+        ax_step.plot(log.step[has_ess].to_numpy()[: len(ess)], ess, lw=0.8, label=label)
+        ax_time.plot(log.seconds[has_ess].to_numpy()[: len(ess)], ess, lw=0.8, label=label)
+    ax_loss.set(xlabel="training step", ylabel="loss (running mean)")
+    ax_step.set(xlabel="training step", ylabel="batch ESS per sample (running mean)", ylim=(0, 1))
+    ax_time.set(xlabel="training wall time [s]", ylabel="batch ESS per sample (running mean)", ylim=(0, 1))
+    ax_time.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -20,23 +20,51 @@ def format_value(value: float, error: float) -> str:
     return f"{value:.{digits}f}({scaled})"
 
 
-def runs_table(rows: list[dict]) -> pd.DataFrame:
+def _hmc_record(r: dict) -> dict:
+    info, metrics = r.get("sampler_info", {}), r.get("metrics", {})
+    exp_dh = metrics.get("exp_minus_delta_h")
+    return {
+        "chains": info.get("chains"),
+        "n_traj": info.get("n_traj"),
+        "integrator": info.get("integrator"),
+        "n_steps": info.get("n_steps"),
+        "step_size": info.get("step_size"),
+        "acceptance": metrics.get("acceptance"),
+        "exp_minus_delta_h": format_value(exp_dh["value"], exp_dh["error"]) if exp_dh else None,
+        "diverged": metrics.get("diverged_fraction"),
+    }
+
+
+def _flow_record(r: dict) -> dict:
+    spec, training, metrics = r["sampler"], r.get("training") or {}, r.get("metrics", {})
+    ess = metrics.get("ess")
+    return {
+        "model": spec.get("model"),
+        "objective": spec.get("objective"),
+        "parameters": training.get("n_parameters"),
+        "batch": spec.get("batch_size"),
+        "train_steps": training.get("steps"),
+        "train_seconds": training.get("seconds"),
+        "stop": training.get("stop_reason"),
+        "n_samples": ess.get("n_samples") if ess else None,
+        "ess": format_value(ess["value"], ess["error"]) if ess else None,
+        "acceptance": metrics.get("acceptance"),
+    }
+
+
+def runs_table(rows: list[dict], kind: str) -> pd.DataFrame:
+    """One row per run of the given kind: ``hmc`` or ``flow`` (flow and flow-mh)."""
     records = []
     for r in rows:
-        info, metrics = r.get("sampler_info", {}), r.get("metrics", {})
-        exp_dh = metrics.get("exp_minus_delta_h")
+        is_hmc = r["sampler"]["name"] == "hmc"
+        if is_hmc != (kind == "hmc"):
+            continue
         records.append({
             "entry": r["entry"],
             "sampler": r["sampler"]["name"],
             "seed": r["seed"],
-            "chains": info.get("chains"),
-            "n_traj": info.get("n_traj"),
-            "integrator": info.get("integrator"),
-            "n_steps": info.get("n_steps"),
-            "step_size": info.get("step_size"),
-            "acceptance": metrics.get("acceptance"),
-            "exp_minus_delta_h": format_value(exp_dh["value"], exp_dh["error"]) if exp_dh else None,
-            "diverged": metrics.get("diverged_fraction"),
+            **(_hmc_record(r) if is_hmc else _flow_record(r)),
+            "fraction_M>0": r.get("metrics", {}).get("fraction_positive_mag"),
             "configs_per_s": r["throughput"]["configs_per_second"],
             "site_updates_per_s": r["throughput"]["site_updates_per_second"],
             "device": r["device_name"],
@@ -54,8 +82,10 @@ def observables_table(rows: list[dict]) -> pd.DataFrame:
         for name in names:
             est, ref = r["observables"][name], refs.get(name)
             records.append({
+                "run_id": r["run_id"],
                 "entry": r["entry"],
                 "sampler": r["sampler"]["name"],
+                "model": r["sampler"].get("model"),
                 "seed": r["seed"],
                 "observable": name,
                 "value": est["value"],
