@@ -7,14 +7,15 @@ source ``convention`` and its ``params`` (converted to the canonical form in cod
 parameters, and zero or more reference values ``[entry.reference.NAME]`` with ``value``,
 ``error`` and ``provenance`` (``exact``, ``literature: <arXiv id, table>`` or
 ``computed: <sampler, statistics, suite version>``; computed ones also name the ``command``
-that regenerates them). ``exact = "free-scalar"`` marks entries whose exact values the suite
-computes itself (`suite.exact`).
+that regenerates them). ``exact = "free-scalar"`` or ``"u1-character-expansion"`` marks entries
+whose exact values the suite computes itself (`suite.exact`).
 
 This module imports no torch: ``lftbench list`` must start fast.
 """
 
 from __future__ import annotations
 
+import math
 import difflib
 import tomllib
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from pathlib import Path
 from suite.errors import UsageError
 
 TIERS = ("quick", "standard", "large")
-EXACT_SOLVERS = ("free-scalar",)
+EXACT_SOLVERS = ("free-scalar", "u1-character-expansion")
 CATALOGUE_DIR = Path(__file__).parent
 
 
@@ -55,10 +56,7 @@ class Entry:
 
     @property
     def volume(self) -> int:
-        v = 1
-        for n in self.lattice:
-            v *= n
-        return v
+        return math.prod(self.lattice)
 
     def build_theory(self):
         """The Theory this entry describes (imports torch)."""
@@ -74,6 +72,11 @@ class Entry:
 
             for name, value in free_scalar_exact(self.build_theory()).items():
                 values[name] = ReferenceValue(value, 0.0, "exact: free-field lattice propagator")
+        elif self.exact == "u1-character-expansion":
+            from suite.exact.u1 import u1_exact
+
+            for name, value in u1_exact(self.build_theory()).items():
+                values[name] = ReferenceValue(value, 0.0, "exact: U(1) character expansion (arXiv:1901.09830)")
         return values
 
 

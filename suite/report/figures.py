@@ -16,6 +16,14 @@ from suite import stats  # noqa: E402
 HISTORY_REPLICA = 4  # chains drawn in a history plot
 
 
+def _save(fig, title: str, path: Path) -> Path:
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def history_and_autocorrelation(observables: dict[str, np.ndarray], names: list[str], title: str,
                                 path: Path) -> Path:
     """One row per observable: history of the first chains (left), ρ(t) with window W (right)."""
@@ -36,11 +44,7 @@ def history_and_autocorrelation(observables: dict[str, np.ndarray], names: list[
         ax_rho.set_ylabel(f"ρ(t), {name}")
         ax_rho.set_title(f"τ_int = {result.tau_int:.2f} ± {result.tau_int_error:.2f}", fontsize=9)
         ax_rho.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, title, path)
 
 
 def _smooth(values: np.ndarray, width: int) -> np.ndarray:
@@ -69,8 +73,4 @@ def training_curves(curves: dict[str, "pd.DataFrame"], title: str, path: Path) -
     ax_step.set(xlabel="training step", ylabel="batch ESS per sample (running mean)", ylim=(0, 1))
     ax_time.set(xlabel="training wall time [s]", ylabel="batch ESS per sample (running mean)", ylim=(0, 1))
     ax_time.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, title, path)

@@ -6,6 +6,7 @@ SU(N) ``(B, d, *lattice, N, N)``; O(N)/CP(N-1) ``(B, *lattice, N)``.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable
@@ -34,10 +35,7 @@ class Theory(ABC):
     @property
     def volume(self) -> int:
         """Number of lattice sites V."""
-        v = 1
-        for n in self.lattice:
-            v *= n
-        return v
+        return math.prod(self.lattice)
 
     @abstractmethod
     def action(self, x: torch.Tensor) -> torch.Tensor:
