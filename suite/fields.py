@@ -53,3 +53,24 @@ class EuclideanSpace(FieldSpace):
 
     def update(self, x, p, eps):
         return x + eps * p
+
+
+def wrap_angle(x: torch.Tensor) -> torch.Tensor:
+    """Angles mapped into (−π, π] (π stays π; −π maps to π)."""
+    return torch.pi - torch.remainder(torch.pi - x, 2 * torch.pi)
+
+
+class TorusSpace(FieldSpace):
+    """Angles on the torus (U(1)^shape), stored in (−π, π].
+
+    Prior: Haar measure of U(1), i.e. uniform angles. The Lie algebra of U(1) is R, so momenta are
+    N(0, 1) with K = ½ Σ p², and the exact geodesic update is x <- wrap(x + eps p); the tangent space
+    is all of R^shape, so the projection is the identity.
+    """
+
+    def prior_sample(self, batch, *, generator=None, dtype=torch.float64, device=None):
+        u = torch.rand((batch, *self.shape), generator=generator, dtype=dtype, device=device)
+        return torch.pi - 2 * torch.pi * u  # u in [0, 1): angles in (−π, π]
+
+    def update(self, x, p, eps):
+        return wrap_angle(x + eps * p)

@@ -13,7 +13,7 @@ from suite.harness.results import now, prepare_output_folder, read_rows
 from suite.report.figures import history_and_autocorrelation, training_curves
 from suite.report.tables import format_value, observables_table, runs_table, to_markdown
 
-FIGURE_OBSERVABLES = ("chi2", "abs_mag", "action_density")
+FIGURE_OBSERVABLES = ("chi2", "abs_mag", "topological_charge", "plaquette", "action_density")  # those present
 
 
 def _load_rows(folders) -> list[dict]:
@@ -63,7 +63,9 @@ def _chain_figure(row: dict, out: Path) -> list[str]:
     chain = Chain.load(chain_path)
     if chain.accepted is None:
         return []
-    names = [n for n in FIGURE_OBSERVABLES if n in chain.observables]
+    names = [n for n in FIGURE_OBSERVABLES if n in chain.observables][:3]
+    if not names:
+        return []
     figure = out / "figures" / f"{row['run_id']}.png"
     history_and_autocorrelation(chain.observables, names, f"{row['entry']} ({row['sampler']['name']})", figure)
     return [f"![histories and autocorrelations](figures/{figure.name})", ""]

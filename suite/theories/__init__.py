@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from suite.theories.base import DerivedQuantity, Theory
 
-THEORIES = ("phi4",)
+THEORIES = ("phi4", "u1")
 
 
 def build_theory(theory: str, lattice, convention: str | None = None, params: dict | None = None) -> Theory:
@@ -14,6 +14,10 @@ def build_theory(theory: str, lattice, convention: str | None = None, params: di
         from suite.theories.phi4 import Phi4
 
         return Phi4.from_convention(convention, lattice, **params)
+    if theory == "u1":
+        from suite.theories.u1 import U1
+
+        return U1.from_convention(convention, lattice, **params)
     raise ValueError(f"unknown theory {theory!r}; expected one of {', '.join(THEORIES)}")
 
 
