@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quick test test-slow validate bench-hmc clean
+.PHONY: quick test test-slow validate bench-hmc bench-flow clean
 
 # Reinstall only when the dependency pins or the package metadata change.
 $(STAMP): pyproject.toml constraints.txt
@@ -27,6 +27,9 @@ validate: $(STAMP)
 
 bench-hmc: $(STAMP)
 	$(BIN)/python bench/hmc_throughput.py
+
+bench-flow: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python bench/flow_throughput.py
 
 clean:
 	rm -rf $(VENV) results/quick reports/quick
