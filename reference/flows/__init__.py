@@ -10,8 +10,10 @@ from __future__ import annotations
 import inspect
 
 from reference.flows.models import Flow, build_affine, build_hybrid, build_spline
+from reference.flows.u1 import build_u1_equivariant
 
-REGISTRY = {"affine": build_affine, "spline": build_spline, "hybrid": build_hybrid}
+REGISTRY = {"affine": build_affine, "spline": build_spline, "hybrid": build_hybrid,
+            "u1-equivariant": build_u1_equivariant}
 
 
 def hparams(name: str) -> tuple[str, ...]:
@@ -30,4 +32,5 @@ def build(name: str, theory, **options) -> Flow:
     return REGISTRY[name](theory, **options)
 
 
-__all__ = ["Flow", "REGISTRY", "build", "build_affine", "build_hybrid", "build_spline", "hparams"]
+__all__ = ["Flow", "REGISTRY", "build", "build_affine", "build_hybrid", "build_spline", "build_u1_equivariant",
+           "hparams"]

@@ -40,15 +40,25 @@ def _knots(logits: torch.Tensor, bound: float, minimum: float) -> torch.Tensor:
 
 
 def rational_quadratic_spline(x, widths, heights, derivatives, *, bound: float, inverse: bool = False,
-                              min_width: float = 1e-3, min_height: float = 1e-3, min_derivative: float = 1e-3):
+                              min_width: float = 1e-3, min_height: float = 1e-3, min_derivative: float = 1e-3,
+                              boundary_derivatives: torch.Tensor | None = None):
     """The spline (or its inverse) applied elementwise to x (...), logits of shape (..., K) and (..., K−1).
+
+    ``boundary_derivatives`` (logits of shape (...), parameterised like the interior ones: zero
+    logits give 1) sets a common derivative d_0 = d_K at both ends, as circular splines need
+    (Rezende et al. 2020, arXiv:2002.02428); the default None keeps d_0 = d_K = 1.
 
     Returns ``(out, ladj)``, both of x's shape; ladj is log|d out / d in| of the direction applied.
     """
     n_bins = widths.shape[-1]
     xk, yk = _knots(widths, bound, min_width), _knots(heights, bound, min_height)
     unit = math.log(math.expm1(1 - min_derivative))  # softplus(unit) + min_derivative == 1
-    d = F.pad(min_derivative + F.softplus(derivatives + unit), (1, 1), value=1.0)
+    d = min_derivative + F.softplus(derivatives + unit)
+    if boundary_derivatives is None:
+        d = F.pad(d, (1, 1), value=1.0)
+    else:
+        edge = (min_derivative + F.softplus(boundary_derivatives + unit)).unsqueeze(-1)
+        d = torch.cat([edge, d, edge], dim=-1)
 
     inside = (x >= -bound) & (x <= bound)
     v = x.clamp(-bound, bound)
