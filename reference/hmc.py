@@ -186,23 +186,26 @@ def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settin
         raise ValueError(f"need n_traj >= 1, got {n_traj}")
     state = thermalise(theory, chains=chains, n_therm=n_therm, seed=seed, settings=settings, dtype=dtype,
                        device=device, progress=progress)
-    records = {"accepted": [], "delta_h": [], "obs": []}
+    # Measurements go into preallocated (chains, n_traj) buffers on the device: no host sync in
+    # the loop, and no per-trajectory tensors (or views of larger ones) kept alive.
+    records = {}
     start = time.perf_counter()
-    for _ in tqdm(range(n_traj), desc="measure", disable=_quiet(progress), leave=False):
+    for i in tqdm(range(n_traj), desc="measure", disable=_quiet(progress), leave=False):
         accepted, delta_h = state.trajectory(theory, settings.integrator)
-        records["accepted"].append(accepted)
-        records["delta_h"].append(delta_h)
-        records["obs"].append(theory.observables(state.x))
+        for name, value in {"accepted": accepted, "delta_h": delta_h, **theory.observables(state.x)}.items():
+            if name not in records:
+                records[name] = torch.empty((chains, n_traj), dtype=value.dtype, device=value.device)
+            records[name][:, i] = value
     if state.x.is_cuda:
         torch.cuda.synchronize(state.x.device)
     sample_seconds = time.perf_counter() - start
 
-    names = records["obs"][0].keys()
-    observables = {k: torch.stack([o[k] for o in records["obs"]], 1).cpu().numpy() for k in names}
+    records = {k: v.cpu().numpy() for k, v in records.items()}
+    accepted, delta_h = records.pop("accepted"), records.pop("delta_h")
     return Chain(
-        observables=observables,
-        accepted=torch.stack(records["accepted"], 1).cpu().numpy(),
-        delta_h=torch.stack(records["delta_h"], 1).cpu().numpy(),
+        observables=records,
+        accepted=accepted,
+        delta_h=delta_h,
         timings={"thermalisation": state.seconds, "sampling": sample_seconds},
         info={**asdict(settings), "step_size": state.eps, "n_steps": state.n_steps, "chains": chains,
               "n_therm": n_therm, "n_traj": n_traj, "seed": seed, "dtype": str(dtype).removeprefix("torch.")},

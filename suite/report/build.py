@@ -10,7 +10,7 @@ import pandas as pd
 from suite.chain import Chain
 from suite.errors import UsageError
 from suite.harness.results import now, prepare_output_folder, read_rows
-from suite.report.figures import history_and_autocorrelation, training_curves
+from suite.report.figures import autocorrelation_scan, history_and_autocorrelation, training_curves
 from suite.report.tables import format_value, observables_table, runs_table, to_markdown
 
 FIGURE_OBSERVABLES = ("chi2", "abs_mag", "topological_charge", "plaquette", "action_density")  # those present
@@ -87,6 +87,40 @@ def _training_section(rows: list[dict], out: Path) -> list[str]:
     return lines
 
 
+def _sampler_label(row: dict) -> str:
+    spec = row["sampler"]
+    return spec["name"] if spec["name"] == "hmc" else f"{spec['name']} ({spec['model']})"
+
+
+def _topology_section(rows: list[dict], out: Path) -> list[str]:
+    """U(1) runs at several β on one lattice: τ_int(Q) and cost against β per sampler, and the
+    measured plaquette and χ_t beside the exact values."""
+    lines = []
+    u1 = [r for r in rows if r["theory"] == "u1"]
+    for lattice in dict.fromkeys(tuple(r["lattice"]) for r in u1):
+        at = [r for r in u1 if tuple(r["lattice"]) == lattice]
+        if len({r["params"]["beta"] for r in at}) < 2:
+            continue
+        series = {}
+        for r in at:
+            series.setdefault(_sampler_label(r), []).append((r["params"]["beta"], r["observables"]["topological_charge"]))
+        name = "x".join(map(str, lattice))
+        figure = out / "figures" / f"topology-u1-{name}.png"
+        autocorrelation_scan(series, "Q", "β", f"U(1) {name}: topological freezing", figure)
+        table = pd.DataFrame.from_records([{
+            "β": r["params"]["beta"], "sampler": _sampler_label(r), "acceptance": r["metrics"].get("acceptance"),
+            "tau_int(Q)": format_value(r["observables"]["topological_charge"]["tau_int"],
+                                       r["observables"]["topological_charge"]["tau_int_error"]),
+            **{f"{k} measured": format_value(r["observables"][k]["value"], r["observables"][k]["error"])
+               for k in ("plaquette", "chi_t")},
+            **{f"{k} exact": r["reference"].get(k, {}).get("value") for k in ("plaquette", "chi_t")},
+            **{f"{k} pull": r["reference"].get(k, {}).get("pull") for k in ("plaquette", "chi_t")},
+        } for r in sorted(at, key=lambda r: (r["params"]["beta"], _sampler_label(r)))])
+        lines += [f"## Topological freezing, U(1) {name}", "", f"![τ_int(Q) against β](figures/{figure.name})", "",
+                  to_markdown(table), ""]
+    return lines
+
+
 def build_report(results_folders, out) -> Path:
     """Write report.md, runs.csv, observables.csv and figures/ to ``out``; returns the report path."""
     rows = _load_rows(results_folders)
@@ -117,6 +151,7 @@ def build_report(results_folders, out) -> Path:
     if len(flow_runs):
         lines += ["## Flow runs", "", to_markdown(flow_runs.drop(columns=["run_id"])), "",
                   *_training_section(rows, out)]
+    lines += _topology_section(rows, out)
     lines += ["## Observables against reference values", ""]
     for row in rows:
         lines += _observables_section(row, observables) + _chain_figure(row, out)

@@ -74,3 +74,21 @@ def training_curves(curves: dict[str, "pd.DataFrame"], title: str, path: Path) -
     ax_time.set(xlabel="training wall time [s]", ylabel="batch ESS per sample (running mean)", ylim=(0, 1))
     ax_time.legend(fontsize=7)
     return _save(fig, title, path)
+
+
+def autocorrelation_scan(series: dict[str, list[tuple[float, dict]]], observable: str, parameter: str,
+                         title: str, path: Path) -> Path:
+    """τ_int of ``observable`` (left, log scale) and seconds per independent sample (right) against
+    a theory parameter, one line per sampler. ``series`` maps a label to (parameter value, estimate)."""
+    fig, (ax_tau, ax_cost) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for label, points in series.items():
+        points = sorted(points, key=lambda p: p[0])
+        x = [p for p, _ in points]
+        ax_tau.errorbar(x, [e["tau_int"] for _, e in points], yerr=[e["tau_int_error"] for _, e in points],
+                        marker="o", capsize=3, label=label)
+        ax_cost.plot(x, [e.get("seconds_per_independent_sample", np.nan) for _, e in points], marker="o",
+                     label=label)
+    ax_tau.set(xlabel=parameter, ylabel=f"τ_int({observable}) [updates]", yscale="log")
+    ax_cost.set(xlabel=parameter, ylabel=f"seconds per independent {observable}", yscale="log")
+    ax_tau.legend(fontsize=8)
+    return _save(fig, title, path)
