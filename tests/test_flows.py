@@ -18,14 +18,6 @@ SCALAR_FLOWS = ("affine", "spline", "hybrid")  # the gauge flows have tests of t
 FLOWS = [pytest.param(name, z2, id=f"{name}-z2={z2}") for name in SCALAR_FLOWS for z2 in (False, True)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: intra-op threads only add overhead (and contention on shared CI)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def make_flow(name, lattice, z2, noise=0.1, seed=0, **options):
     """A small float64 flow of the registered kind, parameters randomised (fresh nets are near-trivial).

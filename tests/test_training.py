@@ -98,14 +98,6 @@ class CrashAt:
         return getattr(self.inner, name)
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def theory():
     return Phi4.from_lecture(LATTICE, m2=1.0, lam=0.0)

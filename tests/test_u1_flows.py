@@ -16,13 +16,6 @@ LOOPS = ["plaquette", "plaquette+rectangle"]
 NOISE = {"ncp": 0.2, "spline": 0.1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def wrap(x):
     return torch.remainder(x + math.pi, 2 * math.pi) - math.pi
