@@ -23,7 +23,6 @@ import math
 import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 

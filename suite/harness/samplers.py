@@ -144,7 +144,6 @@ def _objective(spec, theory, *, seed, device, dtype, progress):
 
     if spec["objective"] != "forward-kl":
         return OBJECTIVES[spec["objective"]](theory)
-    import torch
 
     from reference.hmc import hmc_ensemble
 

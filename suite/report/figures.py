@@ -55,10 +55,10 @@ def _smooth(values: np.ndarray, width: int) -> np.ndarray:
     return np.convolve(values, np.ones(width) / width, mode="valid")
 
 
-def training_curves(curves: dict[str, "pd.DataFrame"], title: str, path: Path) -> Path:
+def training_curves(curves: dict, title: str, path: Path) -> Path:
     """Loss against step, batch ESS against step and against wall time, one line per run.
 
-    ``curves`` maps a legend label (sampler, model, objective, budget) to its training.csv table.
+    ``curves`` maps a legend label (sampler, model, objective, budget) to its training.csv as a DataFrame.
     """
     fig, (ax_loss, ax_step, ax_time) = plt.subplots(1, 3, figsize=(13, 3.6))
     for label, log in curves.items():
