@@ -24,7 +24,8 @@ Log and budget
     One row per ``log_every`` steps (and every skipped and the last step): ``step``, ``loss``,
     ``ess`` (per-sample ESS of the batch, `suite.stats.effective_sample_size`; NaN where none),
     ``seconds`` (training wall time since the start, summed over resumes, *excluding* checkpoint
-    writes), ``peak_memory_bytes`` (CUDA: ``max_memory_allocated``; CPU: ``ru_maxrss`` of the process),
+    writes), ``cpu_seconds`` (the process's CPU time over the same steps, all threads: the cost
+    on a shared machine, where wall time depends on the load), ``peak_memory_bytes`` (CUDA: ``max_memory_allocated``; CPU: ``ru_maxrss`` of the process),
     ``lr`` (used in that step), ``grad_norm`` (before clipping), ``skipped``.
     `Budget` stops at the first limit reached; the target ESS is met when the mean of the last
     ``ess_window`` batch ESS values reaches it (batch ESS is noisy and, for poor models, biased high).
@@ -63,7 +64,7 @@ from suite.stats import effective_sample_size
 __all__ = ["Budget", "ForwardKL", "OBJECTIVES", "Objective", "PathGradient", "ReverseKL",
            "TrainingDiverged", "TrainingLog", "frozen_log_prob", "train"]
 
-COLUMNS = ("step", "loss", "ess", "seconds", "peak_memory_bytes", "lr", "grad_norm", "skipped")
+COLUMNS = ("step", "loss", "ess", "seconds", "cpu_seconds", "peak_memory_bytes", "lr", "grad_norm", "skipped")
 CHECKPOINT_FORMAT = "lftbench-training-1"
 
 
@@ -239,6 +240,7 @@ class TrainingLog:
     rows: list = field(default_factory=list)
     steps: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     skipped: int = 0
     stop_reason: str | None = None
 
@@ -246,7 +248,7 @@ class TrainingLog:
         return np.array([row[name] for row in self.rows])
 
     def totals(self) -> dict:
-        return {"steps": self.steps, "seconds": self.seconds, "skipped": self.skipped,
+        return {"steps": self.steps, "seconds": self.seconds, "cpu_seconds": self.cpu_seconds, "skipped": self.skipped,
                 "stop_reason": self.stop_reason}
 
     def to_csv(self, path) -> None:
@@ -345,17 +347,18 @@ def train(model: nn.Module, objective: Objective, *, batch_size: int, lr: float,
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    def save() -> float:
-        start = time.perf_counter()
+    def save() -> tuple[float, float]:
+        start, cpu_start = time.perf_counter(), time.process_time()
         _atomic_save({"format": CHECKPOINT_FORMAT, "objective_name": objective.name,
                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "objective": objective.state_dict(),
                       "log": asdict(log), "bad_run": bad_run, "ess_window": list(window),
                       "rng": _rng_state()}, ckpt)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu_start
 
     model.train()
     seconds_before, start, io_seconds, saved_at = log.seconds, time.perf_counter(), 0.0, log.steps
+    cpu_before, cpu_start, io_cpu_seconds = log.cpu_seconds, time.process_time(), 0.0
     bar = tqdm(total=budget.steps, initial=log.steps, desc=objective.name, unit="step",
                disable=None if progress is None else not progress)
     try:
@@ -382,9 +385,11 @@ def train(model: nn.Module, objective: Objective, *, batch_size: int, lr: float,
                 ess = effective_sample_size(log_w.double().cpu().numpy())
                 window.append(ess)
             log.steps, log.seconds = step, seconds_before + time.perf_counter() - start - io_seconds
+            log.cpu_seconds = cpu_before + time.process_time() - cpu_start - io_cpu_seconds
             last = budget.reached(log.steps, log.seconds, window) is not None
             if step % log_every == 0 or not ok or last:
                 log.rows.append({"step": step, "loss": loss_value, "ess": ess, "seconds": log.seconds,
+                                 "cpu_seconds": log.cpu_seconds,
                                  "peak_memory_bytes": _peak_memory(device), "lr": step_lr,
                                  "grad_norm": grad_norm, "skipped": not ok})
                 bar.set_postfix(loss=f"{loss_value:.4g}", ess=f"{ess:.3f}", refresh=False)
@@ -394,7 +399,8 @@ def train(model: nn.Module, objective: Objective, *, batch_size: int, lr: float,
                     f"training diverged: {bad_run} consecutive steps with non-finite loss or gradients "
                     f"(at step {step}, {log.skipped} skipped in total)")
             if ckpt is not None and step % checkpoint_every == 0:
-                io_seconds += save()
+                wall, cpu = save()
+                io_seconds, io_cpu_seconds = io_seconds + wall, io_cpu_seconds + cpu
                 saved_at = step
     finally:
         bar.close()

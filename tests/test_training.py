@@ -277,11 +277,14 @@ def test_log_to_csv(theory, tmp_path):
     assert [r["step"] for r in log.rows] == [2, 4, 6]
     assert log.column("lr").tolist() == pytest.approx([0.01 * 0.5 * (1 + math.cos(math.pi * k / 6)) for k in (1, 3, 5)])
     assert log.totals()["steps"] == 6 and all(r["peak_memory_bytes"] > 2**20 for r in log.rows)
+    cpu = log.column("cpu_seconds")  # one thread (conftest): CPU time grows and stays below wall time
+    assert 0 < cpu[0] < cpu[-1] == log.totals()["cpu_seconds"] and cpu[-1] <= log.seconds * 1.05 + 0.01
     path = tmp_path / "out" / "training.csv"
     log.to_csv(path)
     with open(path) as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["step", "loss", "ess", "seconds", "peak_memory_bytes", "lr", "grad_norm", "skipped"]
+    assert list(rows[0]) == ["step", "loss", "ess", "seconds", "cpu_seconds", "peak_memory_bytes", "lr", "grad_norm",
+                             "skipped"]
     assert [int(r["step"]) for r in rows] == [2, 4, 6] and rows[0]["skipped"] == "0"
     assert float(rows[-1]["loss"]) == log.rows[-1]["loss"]
     assert sorted(p.name for p in path.parent.iterdir()) == ["training.csv"]
