@@ -76,7 +76,9 @@ import torch  # noqa: E402  (after OMP_WAIT_POLICY)
 if _BENCH not in sys.path:
     sys.path.insert(0, _BENCH)
 
-from hmc_throughput import OMP_POLICIES, BackgroundLoad, _sync, _table, cpu_model  # noqa: E402
+from hmc_throughput import (BackgroundLoad, _sync, _table, add_common_arguments, apply_defaults,  # noqa: E402
+                            configure_torch, cpu_model, print_header)
+from suite.throughput import saved_tensor_bytes  # noqa: E402
 
 FLOWS = ("affine", "spline", "hybrid")   # the reference flows for scalar fields (REGISTRY also has gauge flows)
 M2 = -4.0
@@ -134,20 +136,6 @@ class TrainStep:
         loss.backward()
         self.optimizer.step()
         return loss
-
-
-def saved_for_backward_bytes(step) -> int:
-    """Bytes of the distinct storages autograd saves during one call of ``step`` (untimed)."""
-    storages = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        storages[(s.device, s.data_ptr())] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        step()
-    return sum(storages.values())
 
 
 def cuda_peak_bytes(step, device) -> float:
@@ -222,7 +210,7 @@ def measure(name, L, args):
             fresh, _ = make_flow(name, L, args.device, args.lam)   # every objective starts from the same flow
             step = TrainStep(fresh, objective, args.train_batch)
             # the untimed memory step is the first warm-up step, so one more is enough
-            r[f"{key}_saved_mib"] = saved_for_backward_bytes(step) / MIB
+            r[f"{key}_saved_mib"] = saved_tensor_bytes(step) / MIB
             r[f"{key}_peak_mib"] = cuda_peak_bytes(step, args.device) / MIB
             t = time_calls(step, repeats=args.train_repeats, min_warmup=1, **kw)
             loads.append(t["background"])
@@ -321,12 +309,7 @@ def parse_args(argv=None):
     parser.add_argument("--train-repeats", type=int, default=None, help="timed training measurements; default 3")
     parser.add_argument("--target-seconds", type=float, default=None, help="length of one measurement; default 0.5")
     parser.add_argument("--lam", type=float, default=LAM, help=f"quartic coupling (Albergo, m2 = -4); default {LAM}")
-    parser.add_argument("--device", default="cpu", help="torch device; default cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads; default: torch's own")
-    parser.add_argument("--omp-wait-policy", choices=OMP_POLICIES, default=None,
-                        help="OpenMP wait policy of torch's threads (set before torch loads; only when run as a"
-                             " script); default: $OMP_WAIT_POLICY if set, else passive; 'unset' leaves OpenMP's default")
-    parser.add_argument("--seed", type=int, default=1234, help="default 1234")
+    add_common_arguments(parser)
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--quick", action="store_true", help="smoke run: L = 8 16, smaller batches, fewer repeats")
     parser.add_argument("--profile", metavar="FLOW:L", default=None,
@@ -334,10 +317,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     quick = {"sizes": [8, 16], "repeats": 3, "train_repeats": 2, "target_seconds": 0.1, "sample_sites": 2**16}
     full = {"sizes": [8, 16, 32, 64], "repeats": 5, "train_repeats": 3, "target_seconds": 0.5, "sample_sites": 2**18}
-    for key, value in (quick if args.quick else full).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    args.warmup_seconds = 0.05 if args.quick else 0.3
+    apply_defaults(args, quick if args.quick else full)
     if (args.repeats < 1 or args.train_repeats < 1 or args.target_seconds <= 0 or min(args.sizes) < 2
             or args.train_batch < 2 or args.max_batch < 1 or args.sample_sites < 1
             or (args.batch is not None and args.batch < 1)):
@@ -352,19 +332,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda requested but CUDA is not available")
+    configure_torch(args)
     if args.profile is not None:
         profile_sampling(*args.profile, args)
         return []
 
     start = time.perf_counter()
-    print("# Flow throughput" if args.markdown else "flow throughput")
-    for line in header_lines(args):
-        print(f"- {line}" if args.markdown else f"  {line}")
-    print(flush=True)
+    print_header("Flow throughput", header_lines(args), args.markdown)
 
     results = []
     for L in args.sizes:

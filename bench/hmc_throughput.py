@@ -370,6 +370,41 @@ def requirement_line(rows):
 
 # --------------------------------------------------------------------------------------------
 
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark script shares: device, threads, OpenMP wait policy, seed."""
+    parser.add_argument("--device", default="cpu", help="torch device; default cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads; default: torch's own")
+    parser.add_argument("--omp-wait-policy", choices=OMP_POLICIES, default=None,
+                        help="OpenMP wait policy of torch's threads (set before torch loads; only when run as a"
+                             " script); default: $OMP_WAIT_POLICY if set, else passive; 'unset' leaves OpenMP's default")
+    parser.add_argument("--seed", type=int, default=1234, help="default 1234")
+
+
+def apply_defaults(args, defaults: dict) -> None:
+    """Fill the options left None from ``defaults`` (quick or full mode) and set the warm-up time."""
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.warmup_seconds = 0.05 if args.quick else 0.3
+
+
+def print_header(title: str, lines: list[str], markdown: bool) -> None:
+    """The title and the conditions of the measurement, as a Markdown list or indented text."""
+    print(f"# {title}" if markdown else title)
+    for line in lines:
+        print(f"- {line}" if markdown else f"  {line}")
+    print(flush=True)
+
+
+def configure_torch(args) -> None:
+    """Apply --threads; exit with one line if CUDA is asked for and absent."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda requested but CUDA is not available")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="lattice extents L (L x L); default 8 16 32 64")
@@ -379,21 +414,13 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=None, help="timed measurements per cell; default 7")
     parser.add_argument("--target-seconds", type=float, default=None, help="length of one measurement; default 0.5")
     parser.add_argument("--lam", type=float, default=LAM, help="quartic coupling (Albergo convention, m2 = -4); default 8")
-    parser.add_argument("--device", default="cpu", help="torch device; default cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads; default: torch's own")
-    parser.add_argument("--omp-wait-policy", choices=OMP_POLICIES, default=None,
-                        help="OpenMP wait policy of torch's threads (set before torch loads; only when run as a"
-                             " script); default: $OMP_WAIT_POLICY if set, else passive; 'unset' leaves OpenMP's default")
-    parser.add_argument("--seed", type=int, default=1234, help="default 1234")
+    add_common_arguments(parser)
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--quick", action="store_true", help="smoke run: L = 8 16, 3 repeats of ~0.1 s")
     args = parser.parse_args(argv)
     quick = {"sizes": [8, 16], "repeats": 3, "target_seconds": 0.1}
     full = {"sizes": [8, 16, 32, 64], "repeats": 7, "target_seconds": 0.5}
-    for key, value in (quick if args.quick else full).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    args.warmup_seconds = 0.05 if args.quick else 0.3
+    apply_defaults(args, quick if args.quick else full)
     if args.repeats < 1 or args.target_seconds <= 0 or min(args.sizes) < 2 or min(args.chains) < 1:
         parser.error("need --repeats >= 1, --target-seconds > 0, sizes >= 2, chains >= 1")
     return args
@@ -401,16 +428,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda requested but CUDA is not available")
+    configure_torch(args)
 
     start = time.perf_counter()
-    print("# phi4 HMC throughput" if args.markdown else "phi4 HMC throughput")
-    for line in header_lines(args):
-        print(f"- {line}" if args.markdown else f"  {line}")
-    print(flush=True)
+    print_header("phi4 HMC throughput", header_lines(args), args.markdown)
 
     results = []
     for L in args.sizes:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -52,48 +52,80 @@ class HMCSettings:
             raise ValueError(f"target_acceptance must be in (0, 1), got {self.target_acceptance}")
 
 
-def leapfrog(theory, x, p, eps: float, n_steps: int):
-    """Leapfrog (kick-drift-kick) for n_steps steps; returns the new (x, p)."""
-    field = theory.field
-    p = p - 0.5 * eps * theory.force(x)
+def leapfrog(theory, x, p, eps: float, n_steps: int, force=None):
+    """Leapfrog (kick-drift-kick) for n_steps steps from (x, p); ``force`` is F(x) if already known.
+
+    Returns (x_new, p_new, F(x_new)); p is not modified (the first kick makes a new tensor).
+    """
+    space = theory.field
+    force = theory.force(x) if force is None else force
+    p = p - 0.5 * eps * force
     for step in range(n_steps):
-        x = field.update(x, p, eps)
-        p = p - (eps if step < n_steps - 1 else 0.5 * eps) * theory.force(x)
-    return x, p
+        x = space.update(x, p, eps)
+        force = theory.force(x)
+        p.sub_(force, alpha=eps if step < n_steps - 1 else 0.5 * eps)
+    return x, p, force
 
 
-def omelyan(theory, x, p, eps: float, n_steps: int, lam: float = OMELYAN_LAMBDA):
-    """Second-order minimum-norm integrator (kick λε, drift ε/2, kick (1−2λ)ε, drift ε/2, kick λε)."""
-    field = theory.field
-    p = p - lam * eps * theory.force(x)
+def omelyan(theory, x, p, eps: float, n_steps: int, force=None, lam: float = OMELYAN_LAMBDA):
+    """Second-order minimum-norm integrator (kick λε, drift ε/2, kick (1−2λ)ε, drift ε/2, kick λε);
+    arguments and result as for `leapfrog`."""
+    space = theory.field
+    force = theory.force(x) if force is None else force
+    p = p - lam * eps * force
     for step in range(n_steps):
-        x = field.update(x, p, 0.5 * eps)
-        p = p - (1 - 2 * lam) * eps * theory.force(x)
-        x = field.update(x, p, 0.5 * eps)
-        p = p - (lam * eps if step == n_steps - 1 else 2 * lam * eps) * theory.force(x)
-    return x, p
+        x = space.update(x, p, 0.5 * eps)
+        p.sub_(theory.force(x), alpha=(1 - 2 * lam) * eps)
+        x = space.update(x, p, 0.5 * eps)
+        force = theory.force(x)
+        p.sub_(force, alpha=lam * eps if step == n_steps - 1 else 2 * lam * eps)
+    return x, p, force
+
+
+INTEGRATOR_FUNCTIONS = {"leapfrog": leapfrog, "omelyan": omelyan}
 
 
 def integrate(theory, x, p, eps, n_steps, integrator="leapfrog"):
-    """Run the named integrator."""
-    return {"leapfrog": leapfrog, "omelyan": omelyan}[integrator](theory, x, p, eps, n_steps)
+    """Run the named integrator; returns the new (x, p)."""
+    x, p, _ = INTEGRATOR_FUNCTIONS[integrator](theory, x, p, eps, n_steps)
+    return x, p
 
 
-def hmc_trajectory(theory, x, eps, n_steps, integrator="leapfrog", generator=None):
+def evolve(theory, x, p, action, force, eps: float, n_steps: int, integrator: str = "leapfrog"):
+    """The deterministic part of a trajectory from (x, p), with S(x) and F(x) given: returns
+    (x_new, S(x_new), F(x_new), ΔH). ``torch.compile(evolve)`` fuses it into one graph (compiled
+    once per shape, dtype, step size, step count and integrator: for loops at a fixed step)."""
+    space = theory.field
+    h_old = space.kinetic_energy(p) + action
+    x_new, p_new, force_new = INTEGRATOR_FUNCTIONS[integrator](theory, x, p, eps, n_steps, force)
+    action_new = theory.action(x_new)
+    return x_new, action_new, force_new, space.kinetic_energy(p_new) + action_new - h_old
+
+
+def hmc_trajectory(theory, x, eps, n_steps, integrator="leapfrog", generator=None, cache=None, evolve=evolve):
     """One HMC update of every chain in the batch.
 
     Returns (x_new, accepted (B,) bool, delta_h (B,)). A trajectory that diverged (non-finite
-    energy) gets ΔH = +inf and is rejected.
+    energy) gets ΔH = +inf and is rejected. ``cache``: a dict passed unchanged to every call on
+    the same chains (and the x each call returns); it carries the action and force of the current
+    state from one trajectory to the next, which saves one of each per trajectory. The result is
+    the same with or without it (x must not be modified in place between calls). ``evolve``:
+    `evolve` or a compiled version of it. No host-device synchronisation.
     """
+    cache = {} if cache is None else cache
+    if cache.get("x") is not x:
+        cache.update(x=x, action=theory.action(x), force=theory.force(x))
     p = theory.field.momenta(x, generator=generator)
-    h_old = theory.field.kinetic_energy(p) + theory.action(x)
-    x_new, p_new = integrate(theory, x, p, eps, n_steps, integrator)
-    delta_h = theory.field.kinetic_energy(p_new) + theory.action(x_new) - h_old
+    x_new, action_new, force_new, delta_h = evolve(theory, x, p, cache["action"], cache["force"], eps, n_steps,
+                                                   integrator)
     delta_h = torch.nan_to_num(delta_h, nan=math.inf, posinf=math.inf)  # a diverged trajectory: ΔH = +inf
     u = torch.rand(delta_h.shape, generator=generator, dtype=delta_h.dtype, device=delta_h.device)
     accepted = torch.log(u) < -delta_h
     mask = accepted.view(-1, *([1] * (x.dim() - 1)))
-    return torch.where(mask, x_new, x), accepted, delta_h
+    x_out = torch.where(mask, x_new, x)
+    cache.update(x=x_out, action=torch.where(accepted, action_new, cache["action"]),
+                 force=torch.where(mask, force_new, cache["force"]))
+    return x_out, accepted, delta_h
 
 
 class DualAveraging:
@@ -138,11 +170,12 @@ class Thermalised:
     n_steps: int
     generator: torch.Generator
     seconds: float
+    cache: dict = field(default_factory=dict)  # action and force of x (see `hmc_trajectory`)
 
     def trajectory(self, theory, integrator: str):
         """Advance every chain by one trajectory at the frozen step; returns (accepted, delta_h)."""
         self.x, accepted, delta_h = hmc_trajectory(theory, self.x, self.eps, self.n_steps, integrator,
-                                                   self.generator)
+                                                   self.generator, self.cache)
         return accepted, delta_h
 
 
@@ -158,10 +191,11 @@ def thermalise(theory, *, chains: int, n_therm: int, seed: int, settings: HMCSet
     eps = settings.trajectory_length / n_steps
     n_adapt = int(ADAPT_FRACTION * n_therm) if settings.adapt else 0
     adapter = DualAveraging(eps, settings.target_acceptance) if n_adapt > 0 else None
+    cache = {}
 
     start = time.perf_counter()
     for i in tqdm(range(n_therm), desc="thermalise", disable=_quiet(progress), leave=False):
-        x, _, delta_h = hmc_trajectory(theory, x, eps, n_steps, settings.integrator, generator)
+        x, _, delta_h = hmc_trajectory(theory, x, eps, n_steps, settings.integrator, generator, cache)
         if i < n_adapt:
             prob = torch.exp(-delta_h.clamp(min=0)).mean().item()
             next_eps = adapter.update(prob) if i < n_adapt - 1 else adapter.final
@@ -171,7 +205,7 @@ def thermalise(theory, *, chains: int, n_therm: int, seed: int, settings: HMCSet
             # unstable where the quartic force is stiff) shortens the step by a quarter.
             n_steps = math.ceil(1.25 * n_steps)
         eps = settings.trajectory_length / n_steps
-    return Thermalised(x, eps, n_steps, generator, time.perf_counter() - start)
+    return Thermalised(x, eps, n_steps, generator, time.perf_counter() - start, cache)
 
 
 def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settings: HMCSettings | None = None,

@@ -13,20 +13,22 @@ import numpy as np
 import torch
 
 from suite.chain import Chain
-from suite.models import check_samples
+from suite.models import check_finite_log_q, check_samples
 
 
 @torch.no_grad()
 def draw(model, theory, n_samples: int, batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
     """``n_samples`` independent draws: (observables (N,) each, log-weights (N,), wall seconds)."""
-    observables, log_w = [], []
+    observables, log_q, log_w = [], [], []
     start = time.perf_counter()
-    for first in range(0, n_samples, batch_size):
+    for first in range(0, n_samples, batch_size):  # no host-device synchronisation in the loop
         n = min(batch_size, n_samples - first)
-        x, log_q = check_samples(model.sample(n), n, theory)
+        x, batch_log_q = check_samples(model.sample(n), n, theory, finite=False)
         x = x.to(torch.float64)
-        log_w.append(-theory.action(x) - log_q.to(torch.float64))
+        log_q.append(batch_log_q)
+        log_w.append(-theory.action(x) - batch_log_q.to(torch.float64))
         observables.append(theory.observables(x))
+    check_finite_log_q(torch.cat(log_q), n_samples)
     log_w = torch.cat(log_w)
     if log_w.is_cuda:
         torch.cuda.synchronize(log_w.device)

@@ -82,8 +82,9 @@ def check_model(model, theory, name: str = "model") -> None:
                 raise UsageError(f"{name}: log_prob(x) returned shape {tuple(lp.shape)}, expected (2,)")
 
 
-def check_samples(out, n: int, theory, name: str = "model") -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate ``sample(n)``'s output: a pair (x, log_q) of the right shapes with finite log_q."""
+def check_samples(out, n: int, theory, name: str = "model", finite: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate ``sample(n)``'s output: a pair (x, log_q) of the right shapes, with finite log_q
+    (``finite=False`` skips that check, which waits for the device; see `check_finite_log_q`)."""
     if not (isinstance(out, tuple) and len(out) == 2 and all(torch.is_tensor(t) for t in out)):
         raise UsageError(f"{name}: sample(n) must return a pair of tensors (x, log_q)")
     x, log_q = out
@@ -92,6 +93,12 @@ def check_samples(out, n: int, theory, name: str = "model") -> tuple[torch.Tenso
         raise UsageError(f"{name}: sample({n}) returned x of shape {tuple(x.shape)}, expected {want}")
     if tuple(log_q.shape) != (n,):
         raise UsageError(f"{name}: sample({n}) returned log_q of shape {tuple(log_q.shape)}, expected ({n},)")
+    if finite:
+        check_finite_log_q(log_q, n, name)
+    return x, log_q
+
+
+def check_finite_log_q(log_q: torch.Tensor, n: int, name: str = "model") -> None:
+    """A one-line UsageError if any log q drawn by ``sample(n)`` is non-finite (a host-device sync)."""
     if not torch.isfinite(log_q).all():
         raise UsageError(f"{name}: sample({n}) returned non-finite log_q")
-    return x, log_q

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from reference.hmc import HMCSettings, hmc_ensemble, integrate, run_hmc
+from reference.hmc import HMCSettings, hmc_ensemble, hmc_trajectory, integrate, run_hmc
 from suite.exact.free_scalar import free_scalar_exact
 from suite.stats import gamma_method
 from suite.theories.phi4 import Phi4
@@ -98,3 +98,19 @@ def test_ensemble_for_forward_kl_has_the_free_field_variance():
     assert configs.shape == (3000, 4, 4)
     phi2 = gamma_method((configs**2).mean((1, 2)).reshape(30, 100).T.numpy())
     assert abs(phi2.value - free_scalar_exact(theory)["phi2"]) < 4 * phi2.error
+
+
+@pytest.mark.parametrize("integrator", ["leapfrog", "omelyan"])
+def test_carried_action_and_force_change_nothing(integrator):
+    theory = Phi4.from_albergo((6, 6), m2=-4.0, lam=6.975)
+    start = configuration(theory, batch=8)
+    runs = []
+    for cache in (None, {}):
+        generator, x, history = torch.Generator().manual_seed(5), start, []
+        for _ in range(6):
+            x, accepted, delta_h = hmc_trajectory(theory, x, 0.1, 4, integrator, generator, cache)
+            history.append((x, accepted, delta_h))
+        runs.append(history)
+    assert not all(a.all() for _, a, _ in runs[0]) and any(a.any() for _, a, _ in runs[0])  # both kinds happen
+    for (x1, a1, d1), (x2, a2, d2) in zip(*runs):
+        assert torch.equal(x1, x2) and torch.equal(a1, a2) and torch.equal(d1, d2)

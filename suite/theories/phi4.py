@@ -82,20 +82,26 @@ class Phi4(Theory):
             raise ValueError(f"unknown phi4 convention {convention!r}; expected one of {', '.join(CONVENTIONS)}")
         return constructors[convention](lattice, **params)
 
-    def _neighbour_sum(self, x: torch.Tensor) -> torch.Tensor:
-        """Σ_mu φ_{x+mu}, shape of x."""
-        return sum(shift(x, mu) for mu in range(self.dim))
+    def _neighbour_sum(self, x: torch.Tensor, both: bool = False) -> torch.Tensor:
+        """Σ_mu φ_{x+mu} (``both``: Σ_mu (φ_{x+mu} + φ_{x−mu})), shape of x; one new tensor."""
+        steps = (1, -1) if both else (1,)
+        total = None
+        for mu in range(self.dim):
+            for step in steps:
+                total = shift(x, mu, step) if total is None else total.add_(shift(x, mu, step))
+        return total
 
     def action(self, x):
         dims = tuple(range(1, x.dim()))
         x2 = x * x
-        density = -self.J * x * self._neighbour_sum(x) + self.A * x2 + self.B * x2 * x2
+        density = x2.mul(self.B).add_(self.A).mul_(x2)           # A φ² + B φ⁴
+        density.addcmul_(x, self._neighbour_sum(x), value=-self.J)
         return density.sum(dims) + self.C * self.volume
 
     def force(self, x):
-        """dS/dφ_x = −J Σ_mu (φ_{x+mu} + φ_{x−mu}) + 2A φ_x + 4B φ_x³."""
-        neighbours = sum(shift(x, mu, +1) + shift(x, mu, -1) for mu in range(self.dim))
-        return -self.J * neighbours + (2 * self.A + 4 * self.B * x * x) * x
+        """dS/dφ_x = −J Σ_mu (φ_{x+mu} + φ_{x−mu}) + 2A φ_x + 4B φ_x³ (in place on fresh tensors)."""
+        force = (x * x).mul_(4 * self.B).add_(2 * self.A).mul_(x)
+        return force.add_(self._neighbour_sum(x, both=True), alpha=-self.J)
 
     def time_slice_correlator(self, x: torch.Tensor) -> torch.Tensor:
         """C(t) = (1/V) Σ_τ S_τ S_{τ+t} for t = 0..L_0−1, shape (B, L_0)."""
