@@ -1,5 +1,8 @@
 """From a Chain to the numbers of a result row: estimates with errors, τ_int, pulls, costs.
 
+Training cost to a target ESS: steps and seconds until the running mean of the logged batch
+ESS first reaches it (`time_to_target`).
+
 Cost per independent sample of an observable = (wall seconds per measured configuration)
 × 2 τ_int, i.e. seconds per effectively independent measurement.
 """
@@ -7,11 +10,15 @@ Cost per independent sample of an observable = (wall seconds per measured config
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from suite import stats
 from suite.chain import Chain
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _summary(result: stats.GammaResult, seconds_per_config: float | None) -> dict:
@@ -107,4 +114,39 @@ def pulls(estimates: dict[str, dict], reference: dict) -> dict[str, dict]:
         sigma = math.hypot(est["error"], ref.error)
         pull = (est["value"] - ref.value) / sigma if sigma > 0 else float("nan")
         out[name] = {"value": ref.value, "error": ref.error, "provenance": ref.provenance, "pull": pull}
+    return out
+
+
+ESS_SMOOTHING_FRACTION = 0.05  # running-mean window of the batch ESS: this fraction of the logged steps
+
+
+def time_to_target(log: pd.DataFrame, target: float) -> dict:
+    """Steps and seconds until the running mean of the batch ESS first reaches ``target``.
+
+    The window is `ESS_SMOOTHING_FRACTION` of the steps with an ESS (at least 5). The error is half
+    the spread between the first crossings of the running mean ± its standard error; a curve
+    that never reaches the target gives NaN (``reached`` False).
+    """
+    log = log[np.isfinite(log.ess.to_numpy())]
+    if len(log) == 0:
+        return {"reached": False, "steps": math.nan, "steps_error": math.nan, "seconds": math.nan,
+                "seconds_error": math.nan}
+    window = max(5, int(ESS_SMOOTHING_FRACTION * len(log)))
+    rolling = log.ess.rolling(window, min_periods=window)
+    mean, err = rolling.mean().to_numpy(), (rolling.std() / math.sqrt(window)).to_numpy()
+
+    def first(condition):
+        hit = np.flatnonzero(condition)
+        return hit[0] if len(hit) else len(log) - 1
+
+    with np.errstate(invalid="ignore"):
+        reached = bool(np.any(mean >= target))
+        i, lo, hi = first(mean >= target), first(mean + err >= target), first(mean - err >= target)
+    if not reached:
+        return {"reached": False, "steps": math.nan, "steps_error": math.nan, "seconds": math.nan,
+                "seconds_error": math.nan}
+    out = {"reached": True}
+    for column, name in (("step", "steps"), ("seconds", "seconds")):
+        values = log[column].to_numpy(dtype=float)
+        out[name], out[f"{name}_error"] = values[i], max(abs(values[hi] - values[lo]) / 2, 0.0)
     return out

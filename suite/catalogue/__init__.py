@@ -8,7 +8,8 @@ parameters, and zero or more reference values ``[entry.reference.NAME]`` with ``
 ``error`` and ``provenance`` (``exact``, ``literature: <arXiv id, table>`` or
 ``computed: <sampler, statistics, suite version>``; computed ones also name the ``command``
 that regenerates them). ``exact = "free-scalar"`` or ``"u1-character-expansion"`` marks entries
-whose exact values the suite computes itself (`suite.exact`).
+whose exact values the suite computes itself (`suite.exact`). Entries on lines of constant physics
+are written by ``lftbench calibrate`` (`suite.catalogue.lines`) into ``phi4-lcp.toml``.
 
 This module imports no torch: ``lftbench list`` must start fast.
 """
@@ -175,6 +176,11 @@ def get_entry(entry_id: str) -> Entry:
     """The entry with this id, or a CatalogueError suggesting close ids."""
     entries = load_catalogue()[1]
     if entry_id not in entries:
+        from suite.catalogue.lines import points
+
+        if entry_id in points():
+            raise CatalogueError(f"entry {entry_id!r} (a line of constant physics) is not calibrated yet; "
+                                 f"run 'lftbench calibrate {entry_id}'")
         close = difflib.get_close_matches(entry_id, entries, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see 'lftbench list'"
         raise CatalogueError(f"unknown entry id {entry_id!r}{hint}")

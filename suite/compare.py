@@ -1,0 +1,155 @@
+"""The leaderboard of ``lftbench compare``: per catalogue entry, every sampler (grouped by model,
+objective or sampler) against HMC and the reference flows, from result rows.
+
+Per contender and entry (several seeds pooled: mean, error from the per-run errors and the
+seed-to-seed spread):
+
+* ``ess``: ESS per sample at the contender's budget — for ``flow`` the reweighting ESS
+  (Σw)²/(N Σw²); for Markov chains (``hmc``, ``flow-mh``) N_eff/N = 1/(2 τ_int) of the
+  leaderboard observable.
+* ``steps_to_target`` / ``seconds_to_target``: training steps and seconds until the running
+  mean of the batch ESS first reaches the target (flows; see `suite.metrics.time_to_target`).
+* ``cost``: seconds per effectively independent sample of the observable while sampling;
+  ``cost_amortised``: the same with the training time spread over N independent samples.
+* ``vs_hmc``: cost_amortised / HMC's cost on the same entry (< 1: cheaper than HMC), and
+  ``break_even_n``: the N beyond which the flow, training included, is cheaper;
+  ``vs_best_reference_flow``: cost_amortised / that of the cheapest reference flow on the entry.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from suite.errors import UsageError
+from suite.metrics import time_to_target
+from suite.report import fits
+
+GROUPINGS = ("model", "objective", "sampler")
+DEFAULT_OBSERVABLE = {"phi4": "chi2", "u1": "topological_charge"}
+REFERENCE_MODELS = ("affine", "spline", "hybrid", "u1-equivariant")
+
+
+def contender(row: dict, by: str) -> str:
+    """The leaderboard label of a row: HMC is always ``hmc``; flows by model, objective or sampler."""
+    spec = row["sampler"]
+    if spec["name"] == "hmc":
+        return "hmc"
+    label = {"model": spec.get("model"), "objective": f"{spec.get('model')} {spec.get('objective')}",
+             "sampler": f"{spec['name']} {spec.get('model')}"}[by]
+    return label if by == "sampler" or spec["name"] == "flow" else f"{label} (mh)"
+
+
+def _run_record(row: dict, observable: str, target: float) -> dict:
+    """One row's numbers: ESS per sample, time to target, cost per independent sample."""
+    est, training = row["observables"].get(observable), row.get("training") or {}
+    if est is None:
+        raise UsageError(f"run {row['run_id']} has no observable {observable!r}; choose one with --observable")
+    if "ess" in row["metrics"] and row["sampler"]["name"] == "flow":
+        ess, ess_error = row["metrics"]["ess"]["value"], row["metrics"]["ess"]["error"]
+    else:  # Markov chain: N_eff / N = 1/(2 τ_int)
+        ess = 1 / (2 * est["tau_int"])
+        ess_error = ess * est["tau_int_error"] / est["tau_int"]
+    cost = est.get("seconds_per_independent_sample", math.nan)
+    cost_error = cost * ess_error / ess if ess > 0 else math.nan
+    record = {"ess": ess, "ess_error": ess_error, "cost": cost, "cost_error": cost_error,
+              "train_steps": training.get("steps", 0), "train_seconds": training.get("seconds", 0.0)}
+    curve = Path(row.get("_folder", ".")) / row["artifacts"].get("training", "")
+    if "training" in row["artifacts"] and curve.is_file():
+        crossing = time_to_target(pd.read_csv(curve), target)
+        record.update({"reached_to_target": crossing["reached"],
+                       **{f"{n}_to_target{e}": crossing[n + e] for n in ("steps", "seconds") for e in ("", "_error")}})
+    return record
+
+
+def _pooled(values: np.ndarray, errors: np.ndarray) -> tuple[float, float]:
+    """Mean of per-seed values; error from the per-run errors and, with several seeds, the spread."""
+    n = len(values)
+    stat = math.sqrt(np.sum(np.square(errors))) / n
+    spread = np.std(values, ddof=1) / math.sqrt(n) if n > 1 else 0.0
+    return float(np.mean(values)), math.hypot(stat, spread)
+
+
+def leaderboard(rows: list[dict], *, by: str = "model", target_ess: float = 0.5, n_independent: float = 1e4,
+                observable: str | None = None) -> pd.DataFrame:
+    """One row per (entry, contender), sorted by entry and amortised cost; see the module docstring."""
+    if by not in GROUPINGS:
+        raise UsageError(f"--by must be one of {', '.join(GROUPINGS)}, got {by!r}")
+    if not 0 < target_ess <= 1:
+        raise UsageError(f"--target-ess must be in (0, 1], got {target_ess}")
+    if not n_independent > 0:
+        raise UsageError(f"--n-independent must be > 0, got {n_independent}")
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        name = observable or DEFAULT_OBSERVABLE.get(row["theory"], "chi2")
+        record = {**_run_record(row, name, target_ess), "observable": name, "row": row}
+        groups.setdefault((row["entry"], contender(row, by)), []).append(record)
+    table = []
+    for (entry, label), records in groups.items():
+        frame = pd.DataFrame.from_records([{k: v for k, v in r.items() if k != "row"} for r in records])
+        spec = records[0]["row"]["sampler"]
+        out = {"entry": entry, "contender": label, "reference": spec["name"] == "hmc" or
+               spec.get("model") in REFERENCE_MODELS, "runs": len(records), "observable": records[0]["observable"],
+               "train_steps": frame.train_steps.mean(), "train_seconds": frame.train_seconds.mean()}
+        for name in ("ess", "cost"):
+            out[name], out[f"{name}_error"] = _pooled(frame[name].to_numpy(), frame[f"{name}_error"].to_numpy())
+        out["cost_amortised"] = float(fits.amortised_cost(out["train_seconds"], out["cost"], n_independent))
+        for name in ("steps", "seconds"):
+            column = f"{name}_to_target"
+            if column in frame and frame["reached_to_target"].fillna(False).all():
+                out[column], out[f"{column}_error"] = _pooled(frame[column].to_numpy(),
+                                                              frame[f"{column}_error"].to_numpy())
+            else:
+                out[column], out[f"{column}_error"] = math.nan, math.nan
+        table.append(out)
+    board = pd.DataFrame.from_records(table)
+    hmc = board[board.contender == "hmc"].set_index("entry")
+    vs, n_star, n_star_error = [], [], []
+    for r in board.itertuples():
+        if r.entry in hmc.index and r.contender != "hmc":
+            h = hmc.loc[r.entry]
+            vs.append(r.cost_amortised / h.cost)
+            value, error = fits.break_even(r.train_seconds, r.cost, r.cost_error, h.cost, h.cost_error)
+        else:
+            vs.append(1.0 if r.contender == "hmc" else math.nan)
+            value, error = math.nan, math.nan
+        n_star.append(value)
+        n_star_error.append(error)
+    reference_flows = board[board.reference & (board.contender != "hmc")]
+    best = reference_flows.groupby("entry").cost_amortised.min()
+    board = board.assign(vs_hmc=vs, break_even_n=n_star, break_even_n_error=n_star_error,
+                         vs_best_reference_flow=board.cost_amortised / board.entry.map(best))
+    return board.sort_values(["entry", "cost_amortised"], kind="stable").reset_index(drop=True)
+
+
+def leaderboard_markdown(board: pd.DataFrame, target_ess: float, n_independent: float) -> str:
+    """The leaderboard as Markdown tables, one per entry, values with errors."""
+    from suite.report.tables import format_value, to_markdown
+
+    def fmt(value, error):
+        return "—" if math.isnan(value) else format_value(value, error)
+
+    lines = [(f"Target ESS {target_ess:g}; training amortised over N = {n_independent:g} independent samples; "
+              "ESS/sample: (Σw)²/(N Σw²) for flows, 1/(2τ_int) for Markov chains; cost in seconds per "
+              "independent sample; vs HMC < 1 means cheaper than HMC."), ""]
+    for entry, part in board.groupby("entry", sort=False):
+        shown = pd.DataFrame({
+            "contender": part.contender + np.where(part.reference, "", " *"),
+            "runs": part.runs,
+            "ESS/sample": [fmt(v, e) for v, e in zip(part.ess, part.ess_error)],
+            "train steps": part.train_steps.round().astype(int),
+            "steps to target": [fmt(v, e) for v, e in zip(part.steps_to_target, part.steps_to_target_error)],
+            "s to target": [fmt(v, e) for v, e in zip(part.seconds_to_target, part.seconds_to_target_error)],
+            "cost (sampling)": [fmt(v, e) for v, e in zip(part.cost, part.cost_error)],
+            "cost (amortised)": part.cost_amortised,
+            "vs HMC": part.vs_hmc,
+            "vs best ref. flow": part.vs_best_reference_flow,
+            "break-even N": [fmt(v, e) if math.isfinite(v) else ("never" if v == math.inf else "—")
+                             for v, e in zip(part.break_even_n, part.break_even_n_error)],
+        })
+        lines += [f"### {entry} (observable {part.observable.iloc[0]})", "", to_markdown(shown), ""]
+    lines.append("\\* not a reference sampler (a user's model).")
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""Calibration of a line-of-constant-physics point: the search finds the known root, the entry it
+writes is a valid catalogue entry with computed references, and an interrupted run resumes from its
+state without repeating finished HMC runs."""
+
+import math
+
+import pytest
+
+from suite import calibrate as cal
+from suite.catalogue import get_entry, parse_catalogue_files
+from suite.catalogue.lines import parse_lines_file
+from suite.errors import UsageError
+
+# The free field in the lecture convention has ξ_2nd = 1/m exactly on any lattice: ξ = 2 at m² = 1/4.
+LINES = """
+[[line]]
+theory = "phi4"
+convention = "lecture"
+fixed = { lam = 0.0 }
+parameter = "m2"
+tolerance = 0.1
+step = 0.1
+search = { chains = 32, n_therm = 100, n_traj = 300 }
+reference = { chains = 32, n_therm = 100, n_traj = 300, segments = 2 }
+
+[[line.point]]
+id = "phi4/free-xi2/L6"
+lattice = [6, 6]
+target = { xi2nd = 2.0 }
+guess = 0.5
+tier = "quick"
+description = "free field tuned to xi = 2"
+
+[[line.point]]
+id = "phi4/free-xi2-volume/L4"
+lattice = [4, 4]
+from = "phi4/free-xi2/L6"
+tier = "quick"
+description = "the same free field on L = 4"
+"""
+
+
+@pytest.fixture(scope="module")
+def line(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lines") / "free.toml"
+    path.write_text(LINES)
+    found = parse_lines_file(path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cal, "points", lambda: found)
+        yield found
+
+
+@pytest.fixture(scope="module")
+def calibrated(line, tmp_path_factory):
+    """The free-field point calibrated once: (state folder, catalogue file, its entry)."""
+    folder = tmp_path_factory.mktemp("calibration")
+    catalogue = folder / "lcp.toml"
+    entry = cal.calibrate("phi4/free-xi2/L6", folder / "state", catalogue_file=catalogue, log=lambda m: None,
+                          progress=False)
+    return folder / "state", catalogue, entry
+
+
+def test_search_steps_towards_and_then_interpolates_the_root(line):
+    point = line["phi4/free-xi2/L6"]
+
+    def evaluation(m2):  # exact ξ = 1/m with a 1% error
+        return {"value": m2, "observables": {"xi2nd": {"value": 1 / math.sqrt(m2), "error": 0.01 / math.sqrt(m2)}}}
+
+    assert cal.next_value(point, [], monotone=-1) == 0.5
+    # ξ(0.5) = 1.41 < 2: ξ falls with m², so step down.
+    assert cal.next_value(point, [evaluation(0.5)], monotone=-1) == pytest.approx(0.4)
+    # Bracketed: the straight line in ln ξ lands near the root 0.25, inside the evaluated range.
+    guess = cal.next_value(point, [evaluation(0.5), evaluation(0.4), evaluation(0.2)], monotone=-1)
+    assert 0.2 < guess < 0.3 and abs(guess - 0.25) < abs(0.2 - 0.25)
+
+
+def test_calibrate_writes_an_entry_and_resumes(calibrated, tmp_path, monkeypatch):
+    state, catalogue, entry = calibrated
+    m2 = entry["params"]["m2"]
+    xi = entry["reference"]["xi2nd"]
+    assert abs(xi["value"] / 2 - 1) <= 0.1 and xi["error"] > 0
+    assert abs(1 / math.sqrt(m2) / 2 - 1) < 0.15  # the exact ξ at the tuned m²
+    assert xi["provenance"].startswith("computed: hmc, 2 x 32 chains") and "calibrate" in xi["command"]
+    _, entries = parse_catalogue_files([catalogue])
+    assert entries["phi4/free-xi2/L6"].params == {"lam": 0.0, "m2": m2}
+
+    # Resume: every HMC run is in the state folder; none is repeated, and the entry is the same.
+    def no_hmc(*args, **kwargs):
+        raise AssertionError("an HMC run was repeated")
+
+    monkeypatch.setattr(cal, "_run", no_hmc)
+    fresh = tmp_path / "fresh.toml"
+    again = cal.calibrate("phi4/free-xi2/L6", state, catalogue_file=fresh, log=lambda m: None)
+    assert again == entry
+
+
+def test_volume_point_takes_the_tuned_parameter(calibrated):
+    state, catalogue, tuned = calibrated
+    small = cal.calibrate("phi4/free-xi2-volume/L4", state, catalogue_file=catalogue, log=lambda m: None,
+                          progress=False)
+    assert small["params"] == tuned["params"] and small["lattice"] == [4, 4]
+    assert "phi4/free-xi2/L6" in small["source"]
+    assert set(cal.read_calibrated(catalogue)) == {"phi4/free-xi2/L6", "phi4/free-xi2-volume/L4"}
+
+
+def test_unknown_point_and_uncalibrated_entry_are_one_line_errors(monkeypatch):
+    with pytest.raises(UsageError, match="not a point"):
+        cal.calibrate("phi4/nope/L8", "unused")
+    from suite.catalogue import lines
+
+    monkeypatch.setattr(lines, "points", lambda: {"phi4/pending/L64": None})
+    with pytest.raises(UsageError, match="lftbench calibrate phi4/pending/L64"):
+        get_entry("phi4/pending/L64")
+
+
+def test_lines_file_is_validated(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(LINES.replace('target = { xi2nd = 2.0 }\n', ''))
+    with pytest.raises(UsageError, match="either a 'target'"):
+        parse_lines_file(path)
+
+
+def test_shipped_lines_are_valid_and_calibrated_entries_match_them():
+    from suite.catalogue.lines import points
+
+    shipped = points()
+    assert {"phi4/xi2/L8", "phi4/xi8/L64", "phi4/xi4-volume/L64"} <= set(shipped)
+    for entry_id, raw in cal.read_calibrated().items():
+        point = shipped[entry_id]
+        assert raw["lattice"] == list(point.lattice) and raw["tier"] == point.tier
+        if point.tuned:
+            (name, target), = point.target.items()
+            assert abs(raw["reference"][name]["value"] / target - 1) <= point.tolerance, entry_id
+        assert all(r["provenance"].startswith("computed:") for r in raw["reference"].values())
