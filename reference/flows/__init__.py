@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import inspect
 
+from reference.flows.continuous import build_cnf, build_cnf_equivariant
 from reference.flows.models import Flow, build_affine, build_hybrid, build_spline
 from reference.flows.u1 import build_u1_equivariant
+from reference.flows.u1_continuous import build_u1_cnf
 
 REGISTRY = {"affine": build_affine, "spline": build_spline, "hybrid": build_hybrid,
-            "u1-equivariant": build_u1_equivariant}
+            "u1-equivariant": build_u1_equivariant, "cnf": build_cnf, "cnf-equivariant": build_cnf_equivariant,
+            "u1-cnf": build_u1_cnf}
 
 
 def hparams(name: str) -> tuple[str, ...]:
@@ -32,5 +35,5 @@ def build(name: str, theory, **options) -> Flow:
     return REGISTRY[name](theory, **options)
 
 
-__all__ = ["Flow", "REGISTRY", "build", "build_affine", "build_hybrid", "build_spline", "build_u1_equivariant",
-           "hparams"]
+__all__ = ["Flow", "REGISTRY", "build", "build_affine", "build_cnf", "build_cnf_equivariant", "build_hybrid",
+           "build_spline", "build_u1_cnf", "build_u1_equivariant", "hparams"]

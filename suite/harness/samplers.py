@@ -185,6 +185,8 @@ def _run_flow(spec, theory, *, seed, device, dtype, run_dir, resume, progress):
         "final_batch_ess": _final_batch_ess(log),
     }
     chain.info = {"n_samples": spec["n_samples"], "seed": seed, "dtype": str(dtype).removeprefix("torch.")}
+    if callable(getattr(model, "log_q_integration_error", None)):  # continuous flows: log q has a solver error
+        chain.info["log_q_integration_error"] = model.log_q_integration_error(min(spec["n_samples"], 1024))
     return chain, training
 
 
