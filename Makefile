@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quick test test-slow validate bench-hmc bench-flow clean
+.PHONY: quick test test-slow validate report bench bench-hmc bench-flow clean
 
 # Reinstall only when the dependency pins or the package metadata change.
 $(STAMP): pyproject.toml constraints.txt
@@ -24,6 +24,22 @@ test-slow: $(STAMP)
 
 validate: $(STAMP)
 	$(BIN)/lftbench validate --tier quick
+
+# The committed CPU reference report of the scaling studies (one thread; about an hour on a 2-core CPU).
+report: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/lftbench run scaling-phi4-cpu --out results/cpu
+	$(BIN)/lftbench report results/cpu --out reports/cpu --target-ess 0.05 --html
+	$(BIN)/lftbench compare results/cpu --target-ess 0.05 > reports/cpu/leaderboard.md
+	cp results/cpu/results.jsonl reports/cpu/results.jsonl
+
+$(VENV)/.installed-bench: $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,bench]"
+	touch $@
+
+# The asv suite once (--quick) against the working tree, one thread; results in .asv/results.
+bench: $(VENV)/.installed-bench
+	$(BIN)/asv machine --yes
+	OMP_NUM_THREADS=1 $(BIN)/asv run --python=same --quick --show-stderr --set-commit-hash=$$(git rev-parse HEAD)
 
 bench-hmc: $(STAMP)
 	$(BIN)/python bench/hmc_throughput.py

@@ -1,4 +1,4 @@
-"""The ``lftbench`` command line: list, run, report, validate.
+"""The ``lftbench`` command line: list, run, report, compare, calibrate, validate, throughput.
 
 A user's mistake (unknown id, bad number, unwritable folder, malformed file) prints one line
 ``lftbench: error: ...`` and exits with status 2; set LFTBENCH_DEBUG=1 for the traceback.
@@ -82,17 +82,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="results folder (results.jsonl + runs/)")
     p.add_argument("--force", action="store_true", help="run tasks again even if their rows exist")
     p.add_argument("--resume", action="store_true", help="continue a flow's training from its last checkpoint")
+    p.add_argument("--only", action="append", metavar="PATTERN",
+                   help="run only a study's entries matching this shell pattern (repeatable), e.g. 'phi4/xi4*/*'")
+    p.add_argument("--tier", action="append", choices=["quick", "standard", "large"],
+                   help="run only a study's entries of this tier (repeatable)")
     _add_run_options(p)
 
     p = sub.add_parser("report", help="write a report from results folders")
     p.add_argument("results", nargs="+", help="results folders (pooled)")
     p.add_argument("--out", required=True, help="report folder (report.md, CSV, figures)")
+    p.add_argument("--target-ess", type=float, default=0.1,
+                   help="scaling section: batch ESS whose training cost is fitted (default 0.1)")
+    p.add_argument("--n-independent", type=float, default=1e4,
+                   help="scaling section: independent samples the training is amortised over (default 1e4)")
+    p.add_argument("--html", action="store_true", help="also write report.html")
+
+    p = sub.add_parser("compare", help="leaderboard per entry: ESS, time to a target ESS, cost per independent "
+                                       "sample, against HMC and the reference flows")
+    p.add_argument("results", nargs="+", help="results folders (pooled)")
+    p.add_argument("--by", default="model", choices=["model", "objective", "sampler"],
+                   help="group flow runs by this (default model); seeds are pooled")
+    p.add_argument("--target-ess", type=float, default=0.5, help="batch ESS per sample to reach (default 0.5)")
+    p.add_argument("--n-independent", type=float, default=1e4,
+                   help="independent samples the training cost is amortised over (default 1e4)")
+    p.add_argument("--observable", help="observable of τ_int and cost (default chi2; topological_charge for U(1))")
+    p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json"])
+
+    p = sub.add_parser("calibrate", help="tune a line-of-constant-physics point with HMC and write its entry")
+    p.add_argument("entries", nargs="*", help="point ids (see --list); several are calibrated in turn")
+    p.add_argument("--list", action="store_true", help="list the points and whether they are calibrated")
+    p.add_argument("--tier", choices=["quick", "standard", "large"], help="calibrate every point of this tier")
+    p.add_argument("--state", default="results/calibration",
+                   help="folder of the resumable calibration state (default %(default)s)")
 
     p = sub.add_parser("references", help="print catalogue reference blocks (TOML) computed from result rows")
     p.add_argument("results", help="results folder of a reference study")
     p.add_argument("--study", required=True, help="the study that produced it (named in each block's command)")
     p.add_argument("--observables", default="chi2,abs_mag,e_ising,m_pole,xi2nd",
                    help="comma-separated observables (default %(default)s)")
+
+    p = sub.add_parser("throughput", help="configurations/s and site-updates/s of HMC and the reference flows "
+                                          "against volume (rows for lftbench report)")
+    p.add_argument("--out", required=True, help="results folder (rows are appended to results.jsonl)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--dtype", choices=["float32", "float64"], help="default: float64 for hmc, float32 for flows")
+    p.add_argument("--compile", action="store_true", help="torch.compile the HMC integration, Flow.sample and the loss")
+    p.add_argument("--sizes", type=int, nargs="+", help="lattice extents L (default 8 16 32 64; on cuda up to 256)")
+    p.add_argument("--batch", type=int, help="chains / configurations per call (default 64)")
+    p.add_argument("--workloads", nargs="+", help="any of hmc, sampling, training (default all)")
+    p.add_argument("--flows", nargs="+", help="any of affine, spline, hybrid (default all)")
+    p.add_argument("--objectives", nargs="+", help="any of reverse-kl, path-gradient (default both)")
+    p.add_argument("--repeats", type=int, help="timed measurements per cell, the median is kept (default 5)")
+    p.add_argument("--warmup", type=int, help="untimed calls before timing (default 2)")
+    p.add_argument("--min-seconds", type=float, dest="min_seconds", help="shortest measurement (default 0.2 s)")
+    p.add_argument("--seed", type=int)
 
     p = sub.add_parser("validate", help="check HMC against the catalogue's reference values")
     p.add_argument("--tier", default="quick")
@@ -142,8 +185,10 @@ def cmd_run(args) -> int:
     if args.study is not None:
         if any(getattr(args, k) is not None for k in SPEC_OPTIONS):
             raise UsageError("sampler options go in the study file; use them only with --entry")
-        tasks = list(load_study(args.study).tasks)
+        tasks = list(load_study(args.study, only=args.only, tiers=args.tier).tasks)
     else:
+        if args.only or args.tier:
+            raise UsageError("--only and --tier select part of a study; use them with a study, not --entry")
         get_entry(args.entry)
         if args.seed < 0:
             raise UsageError(f"--seed must be >= 0, got {args.seed}")
@@ -171,8 +216,50 @@ def _row_summary(row: dict) -> str:
 def cmd_report(args) -> int:
     from suite.report import build_report
 
-    path = build_report(args.results, args.out)
+    if not 0 < args.target_ess <= 1 or not args.n_independent > 0:
+        raise UsageError("--target-ess must be in (0, 1] and --n-independent > 0")
+    path = build_report(args.results, args.out, target_ess=args.target_ess, n_independent=args.n_independent)
     print(path)
+    if args.html:
+        from suite.report.html import write_html
+
+        print(write_html(path))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from suite.compare import leaderboard, leaderboard_markdown
+    from suite.report.build import load_rows
+
+    board = leaderboard(load_rows(args.results), by=args.by, target_ess=args.target_ess,
+                        n_independent=args.n_independent, observable=args.observable)
+    if args.format == "markdown":
+        print(leaderboard_markdown(board, args.target_ess, args.n_independent))
+    elif args.format == "csv":
+        print(board.to_csv(index=False), end="")
+    else:
+        print(board.to_json(orient="records", indent=1))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from suite.catalogue.lines import points
+
+    if args.list:
+        from suite.calibrate import status
+
+        for s in status():
+            target = ", ".join(f"{k} = {v:g}" for k, v in s["target"].items()) or f"{s['parameter']} of {s['from']}"
+            state = f"{s['parameter']} = {s['value']:.6g}" if s["calibrated"] else "not calibrated"
+            print(f"{s['id']:<22} {s['tier']:<8} {'x'.join(map(str, s['lattice'])):<7} {target:<28} {state}")
+        return 0
+    selected = list(args.entries) + [p.id for p in points().values() if args.tier and p.tier == args.tier]
+    if not selected:
+        raise UsageError("give point ids, --tier or --list")
+    from suite.calibrate import calibrate
+
+    for entry_id in selected:
+        calibrate(entry_id, args.state, log=lambda msg: print(msg, file=sys.stderr))
     return 0
 
 
@@ -243,8 +330,24 @@ def cmd_references(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "references": cmd_references,
-            "validate": cmd_validate}
+def cmd_throughput(args) -> int:
+    from suite.throughput import Settings, run_throughput
+
+    _check_device(args.device)
+    given = {k: getattr(args, k) for k in ("dtype", "sizes", "batch", "workloads", "flows", "objectives", "warmup",
+                                           "repeats", "min_seconds", "seed") if getattr(args, k) is not None}
+    try:
+        settings = Settings(device=args.device, compile=args.compile,
+                            **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    run_throughput(settings, args.out)
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
+            "calibrate": cmd_calibrate, "references": cmd_references,
+            "validate": cmd_validate, "throughput": cmd_throughput}
 
 
 def main(argv=None) -> int:

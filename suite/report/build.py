@@ -11,12 +11,15 @@ from suite.chain import Chain
 from suite.errors import UsageError
 from suite.harness.results import now, prepare_output_folder, read_rows
 from suite.report.figures import autocorrelation_scan, history_and_autocorrelation, training_curves
+from suite.report.scaling import scaling_section
 from suite.report.tables import format_value, observables_table, runs_table, to_markdown
+from suite.report.throughput import is_throughput, throughput_section
 
 FIGURE_OBSERVABLES = ("chi2", "abs_mag", "topological_charge", "plaquette", "action_density")  # those present
 
 
-def _load_rows(folders) -> list[dict]:
+def load_rows(folders) -> list[dict]:
+    """Rows of all results folders pooled, each tagged with its ``_folder``; a UsageError for a missing or empty one."""
     rows = []
     for folder in folders:
         folder = Path(folder)
@@ -121,9 +124,14 @@ def _topology_section(rows: list[dict], out: Path) -> list[str]:
     return lines
 
 
-def build_report(results_folders, out) -> Path:
-    """Write report.md, runs.csv, observables.csv and figures/ to ``out``; returns the report path."""
-    rows = _load_rows(results_folders)
+def build_report(results_folders, out, *, target_ess: float = 0.1, n_independent: float = 1e4) -> Path:
+    """Write report.md, runs.csv, observables.csv, figures/ and tables/ to ``out``; returns the report path.
+
+    ``target_ess`` and ``n_independent``: the scaling section's training-cost target and the number
+    of independent samples the training is amortised over.
+    """
+    rows = load_rows(results_folders)
+    throughput, rows = [r for r in rows if is_throughput(r)], [r for r in rows if not is_throughput(r)]
     out = prepare_output_folder(out)
     (out / "figures").mkdir(exist_ok=True)
     hmc_runs, flow_runs = runs_table(rows, "hmc"), runs_table(rows, "flow")
@@ -152,6 +160,8 @@ def build_report(results_folders, out) -> Path:
         lines += ["## Flow runs", "", to_markdown(flow_runs.drop(columns=["run_id"])), "",
                   *_training_section(rows, out)]
     lines += _topology_section(rows, out)
+    lines += scaling_section(rows, out, target_ess=target_ess, n_independent=n_independent)
+    lines += throughput_section(throughput, out)
     lines += ["## Observables against reference values", ""]
     for row in rows:
         lines += _observables_section(row, observables) + _chain_figure(row, out)

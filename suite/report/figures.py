@@ -92,3 +92,17 @@ def autocorrelation_scan(series: dict[str, list[tuple[float, dict]]], observable
     ax_cost.set(xlabel=parameter, ylabel=f"seconds per independent {observable}", yscale="log")
     ax_tau.legend(fontsize=8)
     return _save(fig, title, path)
+
+
+def throughput_vs_volume(sampling: dict[str, list[tuple[int, float]]], training: dict[str, list[tuple[int, float]]],
+                         title: str, path: Path) -> Path:
+    """Site-updates/s of the samplers (left) and training steps/s (right) against the volume
+    V = L², log-log; each dict maps a label to its (V, rate) points."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, series, ylabel in ((axes[0], sampling, "site updates / s"), (axes[1], training, "training steps / s")):
+        for label, points in series.items():
+            ax.plot(*zip(*sorted(points)), marker="o", lw=0.9, label=label)
+        ax.set(xlabel="volume V = L²", ylabel=ylabel, xscale="log", yscale="log")
+        if series:
+            ax.legend(fontsize=7)
+    return _save(fig, title, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 
@@ -37,7 +38,7 @@ def _hmc_record(r: dict) -> dict:
 
 def _flow_record(r: dict) -> dict:
     spec, training, metrics = r["sampler"], r.get("training") or {}, r.get("metrics", {})
-    ess = metrics.get("ess")
+    ess, log_q_error = metrics.get("ess"), r.get("sampler_info", {}).get("log_q_integration_error")
     return {
         "model": spec.get("model"),
         "objective": spec.get("objective"),
@@ -45,10 +46,12 @@ def _flow_record(r: dict) -> dict:
         "batch": spec.get("batch_size"),
         "train_steps": training.get("steps"),
         "train_seconds": training.get("seconds"),
+        "train_cpu_seconds": training.get("cpu_seconds"),
         "stop": training.get("stop_reason"),
         "n_samples": ess.get("n_samples") if ess else None,
         "ess": format_value(ess["value"], ess["error"]) if ess else None,
         "acceptance": metrics.get("acceptance"),
+        "log_q_int_error": log_q_error["max"] if log_q_error else None,  # continuous flows: max |Δ log q|
     }
 
 
@@ -114,3 +117,32 @@ def to_markdown(df: pd.DataFrame) -> str:
     rule = "| " + " | ".join("---" for _ in df.columns) + " |"
     body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([header, rule, *body])
+
+
+LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def to_latex(df: pd.DataFrame) -> str:
+    """A booktabs table (\\toprule, \\midrule, \\bottomrule); text escaped, numbers as in Markdown."""
+    def cell(v):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return ""
+        text = f"{v:.4g}" if isinstance(v, float) else str(v)
+        return "".join(LATEX_SPECIALS.get(ch, ch) for ch in text)
+
+    lines = [r"\begin{tabular}{" + "l" * len(df.columns) + "}", r"\toprule",
+             " & ".join(cell(c) for c in df.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(cell(v) for v in row) + r" \\" for row in df.itertuples(index=False)]
+    return "\n".join([*lines, r"\bottomrule", r"\end{tabular}", ""])
+
+
+def write_table(df: pd.DataFrame, stem) -> list[str]:
+    """Write ``stem``.md, .csv and .tex; returns a Markdown line linking them (relative to the report)."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".md").write_text(to_markdown(df) + "\n")
+    df.to_csv(stem.with_suffix(".csv"), index=False)
+    stem.with_suffix(".tex").write_text(to_latex(df))
+    rel = f"{stem.parent.name}/{stem.name}"
+    return [f"Table files: [{stem.name}.csv]({rel}.csv), [{stem.name}.tex]({rel}.tex) (booktabs)."]
