@@ -78,7 +78,7 @@ if _BENCH not in sys.path:
 
 from hmc_throughput import (BackgroundLoad, _sync, _table, add_common_arguments, apply_defaults,  # noqa: E402
                             configure_torch, cpu_model, print_header)
-from suite.throughput import saved_tensor_bytes  # noqa: E402
+from suite.throughput import peak_memory, saved_tensor_bytes  # noqa: E402
 
 FLOWS = ("affine", "spline", "hybrid")   # the reference flows for scalar fields (REGISTRY also has gauge flows)
 M2 = -4.0
@@ -136,18 +136,6 @@ class TrainStep:
         loss.backward()
         self.optimizer.step()
         return loss
-
-
-def cuda_peak_bytes(step, device) -> float:
-    """max_memory_allocated during one call of ``step`` minus the memory allocated before it (CUDA)."""
-    if torch.device(device).type != "cuda":
-        return float("nan")
-    _sync(device)
-    before = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    step()
-    _sync(device)
-    return float(torch.cuda.max_memory_allocated(device) - before)
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,7 +199,8 @@ def measure(name, L, args):
             step = TrainStep(fresh, objective, args.train_batch)
             # the untimed memory step is the first warm-up step, so one more is enough
             r[f"{key}_saved_mib"] = saved_tensor_bytes(step) / MIB
-            r[f"{key}_peak_mib"] = cuda_peak_bytes(step, args.device) / MIB
+            peak = peak_memory(step, torch.device(args.device))
+            r[f"{key}_peak_mib"] = float("nan") if peak is None else peak / MIB
             t = time_calls(step, repeats=args.train_repeats, min_warmup=1, **kw)
             loads.append(t["background"])
             spreads.append(t["spread"])
