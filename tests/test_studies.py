@@ -8,7 +8,7 @@ import pytest
 from suite.catalogue import load_catalogue
 from suite.catalogue.lines import points
 from suite.errors import UsageError
-from suite.harness.study import STUDIES_DIR, entry_tier, load_study
+from suite.harness.study import STUDIES_DIR, entry_tier, load_study, shipped_studies
 
 
 @pytest.mark.parametrize("name", ["continuum-scaling-phi4", "volume-scaling-phi4"])
@@ -58,3 +58,18 @@ def test_cli_run_part_of_a_study_and_calibrate_list(tmp_path, capsys):
     assert main(["calibrate", "--list"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert len(listed) == len(points()) and any("not calibrated" in line or "m2 = " in line for line in listed)
+
+
+@pytest.mark.parametrize("name", shipped_studies())
+def test_every_shipped_study_loads_with_registered_models(name):
+    """A shipped study names catalogue entries (or line points still to calibrate) and reference models."""
+    from reference.flows import REGISTRY
+
+    try:
+        tasks = load_study(name).tasks
+    except UsageError as err:  # an uncalibrated line point: the rest of the study must still load
+        assert "lftbench calibrate" in str(err)
+        tasks = load_study(name, tiers=["quick"]).tasks
+    assert tasks
+    models = {t.sampler["model"] for t in tasks if t.sampler["name"] != "hmc"}
+    assert models <= set(REGISTRY), models - set(REGISTRY)

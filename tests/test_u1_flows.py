@@ -8,22 +8,14 @@ import torch
 
 from reference.flows import build
 from reference.flows.u1 import CircularSpline, HaarPrior, NCPMixture, plaquette_angle
+from suite.fields import wrap_angle as wrap
+from suite.theories.u1 import gauge_transform
 
 TRANSFORMS = ["ncp", "spline"]
 LOOPS = ["plaquette", "plaquette+rectangle"]
 # parameter noise: enough for |ladj| of O(1-10); much more makes maps so steep that composed round
 # trips lose their 1e-10 (the spline's logits feed softmaxes and softpluses, hence its smaller noise)
 NOISE = {"ncp": 0.2, "spline": 0.1}
-
-
-
-def wrap(x):
-    return torch.remainder(x + math.pi, 2 * math.pi) - math.pi
-
-
-def gauge_transform(x, alpha):
-    """θ_μ(x) → α(x) + θ_μ(x) − α(x+μ̂) for links (B, 2, L0, L1), α (B, L0, L1)."""
-    return wrap(torch.stack([alpha + x[:, mu] - torch.roll(alpha, -1, 1 + mu) for mu in (0, 1)], 1))
 
 
 def make_flow(lattice, transform, loops="plaquette", n_layers=4, seed=0):
