@@ -19,13 +19,12 @@ seed-to-seed spread):
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from suite.errors import UsageError
-from suite.metrics import time_to_target
+from suite.metrics import run_time_to_target
 from suite.report import fits
 
 GROUPINGS = ("model", "objective", "sampler")
@@ -57,9 +56,8 @@ def _run_record(row: dict, observable: str, target: float) -> dict:
     cost_error = cost * ess_error / ess if ess > 0 else math.nan
     record = {"ess": ess, "ess_error": ess_error, "cost": cost, "cost_error": cost_error,
               "train_steps": training.get("steps", 0), "train_seconds": training.get("seconds", 0.0)}
-    curve = Path(row.get("_folder", ".")) / row["artifacts"].get("training", "")
-    if "training" in row["artifacts"] and curve.is_file():
-        crossing = time_to_target(pd.read_csv(curve), target)
+    crossing = run_time_to_target(row, target)
+    if crossing is not None:
         record.update({"reached_to_target": crossing["reached"],
                        **{f"{n}_to_target{e}": crossing[n + e] for n in ("steps", "seconds") for e in ("", "_error")}})
     return record

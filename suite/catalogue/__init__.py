@@ -59,11 +59,11 @@ class Entry:
     def volume(self) -> int:
         return math.prod(self.lattice)
 
-    def build_theory(self):
-        """The Theory this entry describes (imports torch)."""
+    def build_theory(self, lattice: tuple[int, ...] | None = None):
+        """The Theory this entry describes (imports torch); ``lattice`` puts the same couplings on another lattice."""
         from suite.theories import build_theory
 
-        return build_theory(self.theory, self.lattice, self.convention, self.params)
+        return build_theory(self.theory, tuple(lattice or self.lattice), self.convention, self.params)
 
     def reference_values(self) -> dict[str, ReferenceValue]:
         """The stored reference values plus, for ``exact`` entries, those computed exactly now."""

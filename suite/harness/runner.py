@@ -15,17 +15,21 @@ from pathlib import Path
 from suite import __version__
 from suite.catalogue import catalogue_version, get_entry
 from suite.harness.results import append_row, device_name, now, prepare_output_folder, provenance, read_rows
-from suite.harness.samplers import DEFAULT_DTYPE, run_sampler
+from suite.harness.samplers import DEFAULT_DTYPE, pretrain_key, run_sampler
 from suite.harness.study import Task
 from suite.metrics import estimate_observables, pulls, sampler_metrics
 
 
+# Options added after results were first written, left out of the task key at their default so that
+# existing results keep their keys.
+LATER_OPTIONS = {"pretrain": {}}
 ARTIFACTS = {"chains": "chains.npz", "training": "training.csv", "model": "model.pt"}
 
 
 def task_key(task: Task, dtype: str, device: str) -> str:
     """A stable identifier of what a task computes (not of when it ran)."""
-    payload = json.dumps({"entry": task.entry_id, "sampler": task.sampler, "seed": task.seed, "dtype": dtype,
+    sampler = {k: v for k, v in task.sampler.items() if LATER_OPTIONS.get(k, ...) != v}
+    payload = json.dumps({"entry": task.entry_id, "sampler": sampler, "seed": task.seed, "dtype": dtype,
                           "device": device.split(":")[0], "catalogue": catalogue_version()}, sort_keys=True)
     digest = hashlib.sha1(payload.encode()).hexdigest()[:10]
     return f"{task.entry_id.replace('/', '_')}-{task.sampler['name']}-s{task.seed}-{digest}"
@@ -45,10 +49,16 @@ def run_task(task: Task, out: Path, *, device: str = "cpu", dtype: str | None = 
     key = task_key(task, dtype, device)
     run_dir = out / "runs" / key
     run_dir.mkdir(parents=True, exist_ok=True)
+    pretrain = None
+    if task.sampler.get("pretrain"):
+        size = task.sampler["pretrain"]["L"]
+        folder = out / "pretrain" / pretrain_key(task.sampler, entry, seed=task.seed, dtype=dtype, device=device,
+                                                 catalogue=catalogue_version())
+        pretrain = (entry.build_theory(lattice=(size,) * len(entry.lattice)), folder)
     started = now()
     wall = time.perf_counter()
     chain, training = run_sampler(task.sampler, theory, seed=task.seed, device=device, dtype=getattr(torch, dtype),
-                                  run_dir=run_dir, resume=resume, progress=progress)
+                                  run_dir=run_dir, resume=resume, progress=progress, pretrain=pretrain)
     configs = chain.shape[0] * chain.shape[1]
     sampling = chain.timings["sampling"]
     estimates = estimate_observables(chain, theory, seconds_per_config=sampling / configs)

@@ -12,7 +12,7 @@ from suite.errors import UsageError
 from suite.harness.results import now, prepare_output_folder, read_rows
 from suite.report.figures import autocorrelation_scan, history_and_autocorrelation, training_curves
 from suite.report.scaling import scaling_section
-from suite.report.tables import format_value, observables_table, runs_table, to_markdown
+from suite.report.tables import format_value, sampler_label, observables_table, runs_table, to_markdown
 from suite.report.throughput import is_throughput, throughput_section
 
 FIGURE_OBSERVABLES = ("chi2", "abs_mag", "topological_charge", "plaquette", "action_density")  # those present
@@ -90,9 +90,22 @@ def _training_section(rows: list[dict], out: Path) -> list[str]:
     return lines
 
 
-def _sampler_label(row: dict) -> str:
-    spec = row["sampler"]
-    return spec["name"] if spec["name"] == "hmc" else f"{spec['name']} ({spec['model']})"
+def _topology_record(r: dict) -> dict:
+    """One row of the freezing table: τ_int of Q, Q² and the plaquette, cost per independent Q²
+    sample (sampling only) and training cost, the measured plaquette and χ_t beside the exact ones."""
+    obs, training = r["observables"], r.get("training") or {}
+    ess = r["metrics"].get("ess")
+    return {
+        "β": r["params"]["beta"], "sampler": sampler_label(r["sampler"]), "acceptance": r["metrics"].get("acceptance"),
+        "ESS": format_value(ess["value"], ess["error"]) if ess else None,
+        **{f"tau_int({name})": format_value(obs[key]["tau_int"], obs[key]["tau_int_error"])
+           for key, name in (("topological_charge", "Q"), ("q2", "Q²"), ("plaquette", "plaquette"))},
+        "s per indep. Q²": obs["q2"].get("seconds_per_independent_sample"),
+        "train CPU s": training.get("cpu_seconds"),
+        **{f"{k} measured": format_value(obs[k]["value"], obs[k]["error"]) for k in ("plaquette", "chi_t")},
+        **{f"{k} exact": r["reference"].get(k, {}).get("value") for k in ("plaquette", "chi_t")},
+        **{f"{k} pull": r["reference"].get(k, {}).get("pull") for k in ("plaquette", "chi_t")},
+    }
 
 
 def _topology_section(rows: list[dict], out: Path) -> list[str]:
@@ -106,19 +119,12 @@ def _topology_section(rows: list[dict], out: Path) -> list[str]:
             continue
         series = {}
         for r in at:
-            series.setdefault(_sampler_label(r), []).append((r["params"]["beta"], r["observables"]["topological_charge"]))
+            series.setdefault(sampler_label(r["sampler"]), []).append((r["params"]["beta"], r["observables"]["topological_charge"]))
         name = "x".join(map(str, lattice))
         figure = out / "figures" / f"topology-u1-{name}.png"
         autocorrelation_scan(series, "Q", "β", f"U(1) {name}: topological freezing", figure)
-        table = pd.DataFrame.from_records([{
-            "β": r["params"]["beta"], "sampler": _sampler_label(r), "acceptance": r["metrics"].get("acceptance"),
-            "tau_int(Q)": format_value(r["observables"]["topological_charge"]["tau_int"],
-                                       r["observables"]["topological_charge"]["tau_int_error"]),
-            **{f"{k} measured": format_value(r["observables"][k]["value"], r["observables"][k]["error"])
-               for k in ("plaquette", "chi_t")},
-            **{f"{k} exact": r["reference"].get(k, {}).get("value") for k in ("plaquette", "chi_t")},
-            **{f"{k} pull": r["reference"].get(k, {}).get("pull") for k in ("plaquette", "chi_t")},
-        } for r in sorted(at, key=lambda r: (r["params"]["beta"], _sampler_label(r)))])
+        table = pd.DataFrame.from_records([_topology_record(r) for r in
+                                           sorted(at, key=lambda r: (r["params"]["beta"], sampler_label(r["sampler"])))])
         lines += [f"## Topological freezing, U(1) {name}", "", f"![τ_int(Q) against β](figures/{figure.name})", "",
                   to_markdown(table), ""]
     return lines

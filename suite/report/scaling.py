@@ -26,9 +26,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from suite.catalogue.lines import points  # noqa: E402
-from suite.metrics import time_to_target  # noqa: E402
+from suite.metrics import run_time_to_target  # noqa: E402
 from suite.report import fits  # noqa: E402
-from suite.report.tables import format_value, to_markdown, write_table  # noqa: E402
+from suite.report.tables import format_value, sampler_label, to_markdown, write_table  # noqa: E402
 
 TAU_OBSERVABLES = {"abs_mag": "|M|", "chi2": "χ₂"}
 COST_OBSERVABLE = "chi2"
@@ -43,13 +43,6 @@ def _save(fig, path: Path) -> list[str]:
         fig.savefig(path.with_suffix(suffix))
     plt.close(fig)
     return [f"![{path.stem}](figures/{path.stem}.png) ([PDF](figures/{path.stem}.pdf))", ""]
-
-
-def _recipe(row: dict) -> str:
-    """Legend label of a flow run: sampler, model, objective and budget."""
-    spec = row["sampler"]
-    return (f"{spec['name']} {spec['model']} {spec['objective']}, {spec['budget_steps']} steps × "
-            f"batch {spec['batch_size']}")
 
 
 def _xi(row: dict) -> tuple[float, float]:
@@ -153,7 +146,7 @@ def ess_volume_part(lines: dict[str, list[dict]], folder: Path) -> list[str]:
         for source, rows in lines.items():
             recipes = {}
             for r in _flow_rows(rows):
-                recipes.setdefault(_recipe(r), []).append(r)
+                recipes.setdefault(sampler_label(r["sampler"]), []).append(r)
             for recipe, runs in recipes.items():
                 runs = sorted(runs, key=lambda r: r["volume"])
                 volume = np.array([r["volume"] for r in runs], dtype=float)
@@ -188,9 +181,9 @@ def _crossings(rows: list[dict], target: float) -> list[dict]:
     """Steps and seconds to the target batch ESS for each flow row with a training curve."""
     found = []
     for r in _flow_rows(rows):
-        path = Path(r["_folder"]) / r["artifacts"].get("training", "")
-        if "training" in r["artifacts"] and path.is_file():
-            found.append({"row": r, **time_to_target(pd.read_csv(path), target)})
+        crossing = run_time_to_target(r, target)
+        if crossing is not None:
+            found.append({"row": r, **crossing})
     return found
 
 
@@ -204,7 +197,7 @@ def training_cost_part(volume_lines, continuum_lines, folder: Path, target: floa
         for ax, (xlabel, short, rows, size_of) in zip(axes, panels):
             recipes = {}
             for c in _crossings(rows, target):
-                (recipes.setdefault(_recipe(c["row"]), []) if c["reached"] else missed).append(c)
+                (recipes.setdefault(sampler_label(c["row"]["sampler"]), []) if c["reached"] else missed).append(c)
             for recipe, found in recipes.items():
                 found = sorted(found, key=lambda c: size_of(c["row"]))
                 size = np.array([size_of(c["row"]) for c in found], dtype=float)
@@ -256,7 +249,7 @@ def cost_part(continuum_lines, folder: Path, n_independent: float) -> list[str]:
     hmc = sorted([r for r in rows if r["sampler"]["name"] == "hmc"], key=lambda r: _xi(r)[0])
     flows = {}
     for r in _flow_rows(rows):
-        flows.setdefault(_recipe(r), []).append(r)
+        flows.setdefault(sampler_label(r["sampler"]), []).append(r)
     if not hmc or not flows:
         return []
     hmc_by_entry = {r["entry"]: r for r in hmc}

@@ -21,6 +21,19 @@ def format_value(value: float, error: float) -> str:
     return f"{value:.{digits}f}({scaled})"
 
 
+def sampler_label(spec: dict) -> str:
+    """Legend label of a run: ``hmc``, or a flow's sampler, model, objective and training budget."""
+    if spec["name"] == "hmc":
+        return "hmc"
+    own = f"{spec['budget_steps']} steps" if spec["budget_steps"] else "no steps"
+    budget = f"{own} × batch {spec['batch_size']}"
+    pretrain = spec.get("pretrain")
+    if pretrain:
+        then = f" + {spec['budget_steps']} steps" if spec["budget_steps"] else ", used as is"
+        budget = f"{pretrain['budget_steps']} steps at L = {pretrain['L']}{then}, batch {spec['batch_size']}"
+    return f"{spec['name']} {spec['model']} {spec['objective']}, {budget}"
+
+
 def _hmc_record(r: dict) -> dict:
     info, metrics = r.get("sampler_info", {}), r.get("metrics", {})
     exp_dh = metrics.get("exp_minus_delta_h")
@@ -44,6 +57,8 @@ def _flow_record(r: dict) -> dict:
         "objective": spec.get("objective"),
         "parameters": training.get("n_parameters"),
         "batch": spec.get("batch_size"),
+        "pretrain_steps": (training.get("pretrain") or {}).get("steps"),
+        "pretrain_L": (training.get("pretrain") or {}).get("L"),
         "train_steps": training.get("steps"),
         "train_seconds": training.get("seconds"),
         "train_cpu_seconds": training.get("cpu_seconds"),
