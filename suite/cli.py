@@ -50,13 +50,15 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     flow.add_argument("--lr", type=float)
     flow.add_argument("--schedule", choices=["cosine", "constant"])
     flow.add_argument("--n-samples", type=int, dest="n_samples", help="samples drawn after training")
+    flow.add_argument("--pretrain", type=_json_object,
+                      help='train first on a smaller lattice, e.g. \'{"L": 8, "budget_steps": 4000}\'')
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--dtype", choices=["float32", "float64"], help="default: float64 for hmc, float32 for flows")
 
 
 SPEC_OPTIONS = ("chains", "n_therm", "n_traj", "integrator", "n_steps", "trajectory_length", "target_acceptance",
                 "model", "hparams", "objective", "budget_steps", "budget_seconds", "target_ess", "batch_size", "lr",
-                "schedule", "n_samples")
+                "schedule", "n_samples", "pretrain")
 
 
 def _spec_from_args(args, sampler: str) -> dict:

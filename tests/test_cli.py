@@ -42,6 +42,8 @@ def test_list_json_and_tier(capsys):
     (["run", "{tmp}/nolattice.toml", "--out", "{tmp}"], "unknown entry id"),
     (["run", "no-such-study", "--out", "{tmp}"], "no study"),
     (["list", "--tier", "huge"], "unknown tier"),
+    (["run", "--entry", "phi4/aks2019/L8", "--sampler", "flow", "--pretrain", '{"L": 4}', "--out", "{tmp}"],
+     "needs budget_steps"),
     (["report", "{tmp}/empty", "--out", "{tmp}/r"], "does not exist"),
 ])
 def test_bad_input_gives_one_line_error(tmp_path, args, message):
@@ -52,6 +54,13 @@ def test_bad_input_gives_one_line_error(tmp_path, args, message):
     assert message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_model_that_cannot_be_pretrained_stops_the_task_with_one_error_line(tmp_path):
+    proc = lftbench("run", "--entry", "phi4/aks2019/L8", "--sampler", "flow", "--model", "cnf-equivariant",
+                    "--budget-steps", "0", "--pretrain", '{"L": 4, "budget_steps": 2}', "--out", str(tmp_path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith("depends on the lattice size")
 
 
 def test_run_report_and_resume(tmp_path, capsys):
