@@ -32,6 +32,9 @@ from suite.report.tables import format_value, sampler_label, to_markdown, write_
 
 TAU_OBSERVABLES = {"abs_mag": "|M|", "chi2": "χ₂"}
 COST_OBSERVABLE = "chi2"
+# A reweighted ESS measured with fewer effective samples than this is dominated by a few weights (its
+# bootstrap error is then unreliable too): drawn, but left out of the ESS(V) fit.
+MIN_EFFECTIVE_SAMPLES = 100
 STYLE = {"figure.figsize": (6.4, 4.2), "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
          "legend.fontsize": 7, "errorbar.capsize": 3, "lines.markersize": 5, "savefig.dpi": 150}
 
@@ -152,10 +155,18 @@ def ess_volume_part(lines: dict[str, list[dict]], folder: Path) -> list[str]:
                 volume = np.array([r["volume"] for r in runs], dtype=float)
                 ess = np.array([r["metrics"]["ess"]["value"] for r in runs])
                 err = np.array([r["metrics"]["ess"]["error"] for r in runs])
-                fit = _try_fit(fits.fit_ess_volume, volume, ess, err)
-                _draw(ax, volume, ess, err, f"{recipe} ({source} line)", fit, ("ess_v0",))
+                kept = np.array([r["metrics"]["ess"]["value"] * r["metrics"]["ess"]["n_samples"]
+                                 >= MIN_EFFECTIVE_SAMPLES for r in runs])
+                fit = _try_fit(fits.fit_ess_volume, volume[kept], ess[kept], err[kept]) if kept.any() else None
+                label = f"{recipe} ({source} line)"
+                if kept.any():
+                    _draw(ax, volume[kept], ess[kept], err[kept], label, fit, ("ess_v0",))
+                if not kept.all():
+                    ax.errorbar(volume[~kept], ess[~kept], yerr=err[~kept], marker="o", mfc="none", ls="none",
+                                label=f"{label}: N·ESS < {MIN_EFFECTIVE_SAMPLES}, not fitted")
                 measured += [e for e in ess if e > 0]
-                record = {"line": source, "recipe": recipe, "volumes": ", ".join(str(int(v)) for v in volume)}
+                record = {"line": source, "recipe": recipe, "volumes fitted": ", ".join(str(int(v)) for v in volume[kept]),
+                          f"not fitted (N·ESS < {MIN_EFFECTIVE_SAMPLES})": ", ".join(str(int(v)) for v in volume[~kept])}
                 if fit is not None:
                     v_e, v_e_error = fits.ess_decay_volume(fit)
                     record.update({"V0": int(fit.fixed["v0"]), "ESS(V0)": format_value(fit.params["ess_v0"],
@@ -173,7 +184,10 @@ def ess_volume_part(lines: dict[str, list[dict]], folder: Path) -> list[str]:
         _plain_ticks(ax)
         image = _save(fig, folder / "figures" / "scaling-ess-vs-volume")
     table = pd.DataFrame.from_records(records)
-    return ["### Flow ESS against volume", "", "V_e = −V₀/ln ESS(V₀): the volume over which the ESS falls by e.", "",
+    return ["### Flow ESS against volume", "",
+            "V_e = −V₀/ln ESS(V₀): the volume over which the ESS falls by e. Points measured with fewer than "
+            f"{MIN_EFFECTIVE_SAMPLES} effective samples (N·ESS) are drawn open and not fitted: a few weights "
+            "dominate them, and their bootstrap errors are unreliable.", "",
             *image, to_markdown(table), "", *write_table(table, folder / "tables" / "ess-vs-volume"), ""]
 
 
