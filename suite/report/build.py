@@ -91,8 +91,9 @@ def _training_section(rows: list[dict], out: Path) -> list[str]:
 
 
 def _topology_record(r: dict) -> dict:
-    """One row of the freezing table: τ_int of Q, Q² and the plaquette, cost per independent Q²
-    sample (sampling only) and training cost, the measured plaquette and χ_t beside the exact ones."""
+    """One row of the freezing table: τ_int of Q, Q² and the plaquette, N_eff(Q) = N/(2τ_int) (below
+    ~50 the τ_int and errors of that row are not to be trusted), cost per independent Q² sample
+    (sampling only) and training cost, the measured plaquette and χ_t beside the exact ones."""
     obs, training = r["observables"], r.get("training") or {}
     ess = r["metrics"].get("ess")
     return {
@@ -100,6 +101,7 @@ def _topology_record(r: dict) -> dict:
         "ESS": format_value(ess["value"], ess["error"]) if ess else None,
         **{f"tau_int({name})": format_value(obs[key]["tau_int"], obs[key]["tau_int_error"])
            for key, name in (("topological_charge", "Q"), ("q2", "Q²"), ("plaquette", "plaquette"))},
+        "N_eff(Q)": round(obs["topological_charge"]["n_samples"] / (2 * obs["topological_charge"]["tau_int"])),
         "s per indep. Q²": obs["q2"].get("seconds_per_independent_sample"),
         "train CPU s": training.get("cpu_seconds"),
         **{f"{k} measured": format_value(obs[k]["value"], obs[k]["error"]) for k in ("plaquette", "chi_t")},
@@ -126,7 +128,10 @@ def _topology_section(rows: list[dict], out: Path) -> list[str]:
         table = pd.DataFrame.from_records([_topology_record(r) for r in
                                            sorted(at, key=lambda r: (r["params"]["beta"], sampler_label(r["sampler"])))])
         lines += [f"## Topological freezing, U(1) {name}", "", f"![τ_int(Q) against β](figures/{figure.name})", "",
-                  to_markdown(table), ""]
+                  "τ_int in trajectories (HMC) or Metropolis steps (flow-mh). N_eff(Q) = N/(2τ_int(Q)): where it "
+                  "is below about 50 the chain has seen too few independent charges for its τ_int, errors and "
+                  "pulls to be trusted (a flow chain stuck by rejections, or HMC frozen). Training CPU seconds "
+                  "include any pretraining.", "", to_markdown(table), ""]
     return lines
 
 
