@@ -75,6 +75,6 @@ def test_ess_points_with_few_effective_samples_are_left_out_of_the_volume_fit(tm
     (tmp_path / "figures").mkdir()
     scaling_section(rows, tmp_path, target_ess=0.1, n_independent=1e4)
     ess = pd.read_csv(tmp_path / "tables" / "ess-vs-volume.csv")
-    assert ess["volumes fitted"].iloc[0] == "64, 144, 256"
-    assert str(ess["not fitted (N·ESS < 100)"].iloc[0]) == "576"
+    assert ess["volumes (N·ESS ≥ 100)"].iloc[0] == "64, 144, 256"
+    assert str(ess["volumes (N·ESS < 100, not fitted)"].iloc[0]) == "576"
     assert ess["ESS(V0)"].iloc[0].startswith("0.9") and ess["chi2/dof"].iloc[0] < 5  # the outlier did not pull it

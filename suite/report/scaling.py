@@ -93,12 +93,13 @@ def _fit_label(fit: fits.FitResult, names) -> str:
 
 def _draw(ax, x, y, yerr, label, fit=None, fit_names=(), marker="o", others=()):
     """Points with error bars and, if given, the fitted curve across their range (``others``:
-    further fits, dashed)."""
+    further fits, dashed); returns the colour used."""
     bars = ax.errorbar(x, y, yerr=yerr, marker=marker, ls="none", label=label)
     grid = np.geomspace(min(x), max(x), 100)
     for curve, style in [(fit, "-")] * (fit is not None) + [(f, "--") for f in others]:
         ax.plot(grid, curve(grid), color=bars[0].get_color(), lw=1, ls=style,
                 label=f"fit {_fit_label(curve, fit_names)}")
+    return bars[0].get_color()
 
 
 def _try_fit(make, *args):
@@ -157,16 +158,18 @@ def ess_volume_part(lines: dict[str, list[dict]], folder: Path) -> list[str]:
                 err = np.array([r["metrics"]["ess"]["error"] for r in runs])
                 kept = np.array([r["metrics"]["ess"]["value"] * r["metrics"]["ess"]["n_samples"]
                                  >= MIN_EFFECTIVE_SAMPLES for r in runs])
-                fit = _try_fit(fits.fit_ess_volume, volume[kept], ess[kept], err[kept]) if kept.any() else None
-                label = f"{recipe} ({source} line)"
+                fit = _try_fit(fits.fit_ess_volume, volume[kept], ess[kept], err[kept]) if kept.sum() >= 2 else None
+                label, colour = f"{recipe} ({source} line)", None
                 if kept.any():
-                    _draw(ax, volume[kept], ess[kept], err[kept], label, fit, ("ess_v0",))
-                if not kept.all():
+                    colour = _draw(ax, volume[kept], ess[kept], err[kept], label, fit, ("ess_v0",))
+                if not kept.all():  # open symbols, the recipe's colour
                     ax.errorbar(volume[~kept], ess[~kept], yerr=err[~kept], marker="o", mfc="none", ls="none",
-                                label=f"{label}: N·ESS < {MIN_EFFECTIVE_SAMPLES}, not fitted")
+                                color=colour, label=None if kept.any() else label)
                 measured += [e for e in ess if e > 0]
-                record = {"line": source, "recipe": recipe, "volumes fitted": ", ".join(str(int(v)) for v in volume[kept]),
-                          f"not fitted (N·ESS < {MIN_EFFECTIVE_SAMPLES})": ", ".join(str(int(v)) for v in volume[~kept])}
+                listed = {True: f"volumes (N·ESS ≥ {MIN_EFFECTIVE_SAMPLES})",
+                          False: f"volumes (N·ESS < {MIN_EFFECTIVE_SAMPLES}, not fitted)"}
+                record = {"line": source, "recipe": recipe,
+                          **{name: ", ".join(str(int(v)) for v in volume[kept == flag]) for flag, name in listed.items()}}
                 if fit is not None:
                     v_e, v_e_error = fits.ess_decay_volume(fit)
                     record.update({"V0": int(fit.fixed["v0"]), "ESS(V0)": format_value(fit.params["ess_v0"],
@@ -174,19 +177,21 @@ def ess_volume_part(lines: dict[str, list[dict]], folder: Path) -> list[str]:
                                    "V_e": format_value(v_e, v_e_error), "chi2/dof": fit.chi2_dof})
                 records.append(record)
         ax.set(yscale="log", xlabel="volume V = L² [sites]", ylabel="ESS per sample",
-               title="Flow ESS against volume, fit ESS(V) = ESS(V₀)^(V/V₀) (a straight line here)")
+               title=f"Flow ESS against volume, fit ESS(V) = ESS(V₀)^(V/V₀)\n(open: N·ESS < {MIN_EFFECTIVE_SAMPLES}, "
+                     "not fitted)")
         if measured:  # the fitted curve may fall far below the data: keep the data in view
             ax.set_ylim(bottom=0.3 * min(measured))
         if not records:
             plt.close(fig)
             return []
-        ax.legend()
+        fig.set_size_inches(6.4, 4.2 + 0.18 * len(ax.get_legend_handles_labels()[1]))
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize=7)
         _plain_ticks(ax)
         image = _save(fig, folder / "figures" / "scaling-ess-vs-volume")
     table = pd.DataFrame.from_records(records)
     return ["### Flow ESS against volume", "",
             "V_e = −V₀/ln ESS(V₀): the volume over which the ESS falls by e. Points measured with fewer than "
-            f"{MIN_EFFECTIVE_SAMPLES} effective samples (N·ESS) are drawn open and not fitted: a few weights "
+            f"{MIN_EFFECTIVE_SAMPLES} effective samples (N·ESS) are drawn open and not fitted (a fit needs two points or more): a few weights "
             "dominate them, and their bootstrap errors are unreliable.", "",
             *image, to_markdown(table), "", *write_table(table, folder / "tables" / "ess-vs-volume"), ""]
 
