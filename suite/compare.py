@@ -18,7 +18,9 @@ seed-to-seed spread):
 
 from __future__ import annotations
 
+import json
 import math
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -26,6 +28,7 @@ import pandas as pd
 from suite.errors import UsageError
 from suite.metrics import run_time_to_target
 from suite.report import fits
+from suite.report.tables import budget_label
 
 GROUPINGS = ("model", "objective", "sampler")
 DEFAULT_OBSERVABLE = {"phi4": "chi2", "u1": "topological_charge"}
@@ -80,13 +83,17 @@ def leaderboard(rows: list[dict], *, by: str = "model", target_ess: float = 0.5,
         raise UsageError(f"--target-ess must be in (0, 1], got {target_ess}")
     if not n_independent > 0:
         raise UsageError(f"--n-independent must be > 0, got {n_independent}")
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for row in rows:
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for row in rows:  # runs are pooled only when their specs agree (seeds of one recipe)
         name = observable or DEFAULT_OBSERVABLE.get(row["theory"], "chi2")
         record = {**_run_record(row, name, target_ess), "observable": name, "row": row}
-        groups.setdefault((row["entry"], contender(row, by)), []).append(record)
+        recipe = json.dumps(row["sampler"], sort_keys=True)
+        groups.setdefault((row["entry"], contender(row, by), recipe), []).append(record)
+    recipes = Counter((entry, label) for entry, label, _ in groups)
     table = []
-    for (entry, label), records in groups.items():
+    for (entry, label, _), records in groups.items():
+        if recipes[entry, label] > 1:  # one contender with several recipes at this entry: name the budget
+            label = f"{label} [{budget_label(records[0]['row']['sampler'])}]"
         frame = pd.DataFrame.from_records([{k: v for k, v in r.items() if k != "row"} for r in records])
         spec = records[0]["row"]["sampler"]
         out = {"entry": entry, "contender": label, "reference": spec["name"] == "hmc" or

@@ -88,3 +88,15 @@ def test_compare_cli_reads_folders_and_prints_every_format(tmp_path, capsys):
     assert {r["contender"] for r in json.loads(capsys.readouterr().out)} == {"hmc", "affine", "spline"}
     assert main(["compare", str(tmp_path), "--target-ess", "2"]) == 2
     assert "target-ess" in capsys.readouterr().err
+
+
+def test_recipes_of_one_model_are_not_pooled_as_seeds(tmp_path):
+    short, long = flow_row(tmp_path, ess=0.1, seed=0), flow_row(tmp_path, ess=0.4, seed=1)
+    short["sampler"].update(budget_steps=1000, batch_size=64)
+    long["sampler"].update(budget_steps=0, batch_size=128, pretrain={"L": 4, "budget_steps": 6000})
+    board = leaderboard([short, long, hmc_row()])
+    flows = board[board.contender != "hmc"].set_index("contender")
+    assert set(flows.index) == {"hybrid [1000 steps × batch 64]",
+                                "hybrid [6000 steps at L = 4, used as is, batch 128]"}
+    assert (flows.runs == 1).all()
+    assert flows.ess["hybrid [1000 steps × batch 64]"] == pytest.approx(0.1)

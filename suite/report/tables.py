@@ -21,17 +21,21 @@ def format_value(value: float, error: float) -> str:
     return f"{value:.{digits}f}({scaled})"
 
 
+def budget_label(spec: dict) -> str:
+    """A flow spec's training budget in words, e.g. ``1000 steps × batch 64`` or, pretrained,
+    ``6000 steps at L = 8, used as is, batch 128``."""
+    steps, batch, pretrain = spec.get("budget_steps"), spec.get("batch_size"), spec.get("pretrain")
+    if pretrain:
+        then = f" + {steps} steps" if steps else ", used as is"
+        return f"{pretrain['budget_steps']} steps at L = {pretrain['L']}{then}, batch {batch}"
+    return f"{steps or 'no'} steps × batch {batch}"
+
+
 def sampler_label(spec: dict) -> str:
     """Legend label of a run: ``hmc``, or a flow's sampler, model, objective and training budget."""
     if spec["name"] == "hmc":
         return "hmc"
-    own = f"{spec['budget_steps']} steps" if spec["budget_steps"] else "no steps"
-    budget = f"{own} × batch {spec['batch_size']}"
-    pretrain = spec.get("pretrain")
-    if pretrain:
-        then = f" + {spec['budget_steps']} steps" if spec["budget_steps"] else ", used as is"
-        budget = f"{pretrain['budget_steps']} steps at L = {pretrain['L']}{then}, batch {spec['batch_size']}"
-    return f"{spec['name']} {spec['model']} {spec['objective']}, {budget}"
+    return f"{spec['name']} {spec['model']} {spec['objective']}, {budget_label(spec)}"
 
 
 def _hmc_record(r: dict) -> dict:
