@@ -8,7 +8,7 @@ Workloads, one call each, on a batch of ``batch`` configurations:
   action and force over from the previous trajectory as the harness does; chains start at
   φ = 0.3·N(0, 1), near equilibrium.
 * ``sampling``: ``Flow.sample(batch)`` (configurations and log q) of each reference flow, under
-  ``torch.inference_mode``.
+  ``torch.no_grad`` as the harness samples (continuous U(1) flows need autograd inside).
 * ``training``: one step per objective (zero_grad, loss, backward, AdamW step) of each flow.
 
 ``compile``: ``torch.compile`` of `reference.hmc.evolve` (the whole integration), of
@@ -214,7 +214,7 @@ def sampling_call(L: int, settings: Settings, name: str):
     sample = torch.compile(flow.sample) if settings.compile else flow.sample
 
     def call():
-        with torch.inference_mode():
+        with torch.no_grad():
             sample(settings.batch)
     return call
 

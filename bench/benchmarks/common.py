@@ -12,7 +12,7 @@ from suite.theories import phi4, u1  # modules, not classes: asv inspects every 
 
 BATCH = 16
 SEED = 1234
-FLOWS = ("affine", "spline", "hybrid", "u1-equivariant")
+FLOWS = ("affine", "spline", "hybrid", "cnf-equivariant", "u1-equivariant", "u1-cnf")  # continuous flows: defaults
 
 
 def theory(name: str, L: int):
@@ -21,8 +21,8 @@ def theory(name: str, L: int):
 
 
 def flow_theory(flow: str, L: int):
-    """The theory a reference flow is built for: U(1) for ``u1-equivariant``, φ⁴ otherwise."""
-    return theory("u1" if flow == "u1-equivariant" else "phi4", L)
+    """The theory a reference flow is built for: U(1) for the ``u1-`` flows, φ⁴ otherwise."""
+    return theory("u1" if flow.startswith("u1-") else "phi4", L)
 
 
 def configurations(theory, batch: int = BATCH, dtype=torch.float64):
