@@ -20,6 +20,8 @@ def test_freezing_section_has_both_samplers_at_every_beta(tmp_path):
     report = build_report([tmp_path / "results"], tmp_path / "report").read_text()
     assert "## Topological freezing, U(1) 8x8" in report
     assert (tmp_path / "report" / "figures" / "topology-u1-8x8.png").stat().st_size > 0
+    assert (tmp_path / "report" / "figures" / "topology-u1-8x8.pdf").read_bytes().startswith(b"%PDF")
+    assert "([PDF](figures/topology-u1-8x8.pdf))" in report
     lines = report.splitlines()
     start = next(i for i, line in enumerate(lines) if "N_eff(Q)" in line and line.startswith("|"))
     columns = [c.strip() for c in lines[start].strip("|").split("|")]

@@ -10,7 +10,8 @@ import pandas as pd
 from suite.chain import Chain
 from suite.errors import UsageError
 from suite.harness.results import now, prepare_output_folder, read_rows
-from suite.report.figures import autocorrelation_scan, history_and_autocorrelation, training_curves
+from suite.report.figures import (autocorrelation_scan, history_and_autocorrelation, markdown_image,
+                                  training_curves)
 from suite.report.scaling import scaling_section
 from suite.report.tables import format_value, sampler_label, observables_table, runs_table, to_markdown
 from suite.report.throughput import is_throughput, throughput_section
@@ -86,7 +87,7 @@ def _training_section(rows: list[dict], out: Path) -> list[str]:
         if curves:
             figure = out / "figures" / f"training-{entry.replace('/', '_')}.png"
             training_curves(curves, f"{entry}: training", figure)
-            lines += [f"![training curves for {entry}](figures/{figure.name})", ""]
+            lines += markdown_image(f"training curves for {entry}", figure)
     return lines
 
 
@@ -127,7 +128,7 @@ def _topology_section(rows: list[dict], out: Path) -> list[str]:
         autocorrelation_scan(series, "Q", "β", f"U(1) {name}: topological freezing", figure)
         table = pd.DataFrame.from_records([_topology_record(r) for r in
                                            sorted(at, key=lambda r: (r["params"]["beta"], sampler_label(r["sampler"])))])
-        lines += [f"## Topological freezing, U(1) {name}", "", f"![τ_int(Q) against β](figures/{figure.name})", "",
+        lines += [f"## Topological freezing, U(1) {name}", "", *markdown_image("τ_int(Q) against β", figure),
                   "τ_int in trajectories (HMC) or Metropolis steps (flow-mh). N_eff(Q) = N/(2τ_int(Q)): where it "
                   "is below about 50 the chain has seen too few independent charges for its τ_int, errors and "
                   "pulls to be trusted (a flow chain stuck by rejections, or HMC frozen). Training CPU seconds "

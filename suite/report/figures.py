@@ -16,12 +16,21 @@ from suite import stats  # noqa: E402
 HISTORY_REPLICA = 4  # chains drawn in a history plot
 
 
-def _save(fig, title: str, path: Path) -> Path:
+def _save(fig, title: str, path: Path, vector: bool = True) -> Path:
+    """Write ``path`` (PNG) and, for the figures of a paper (``vector``), the same as PDF beside it."""
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    if vector:
+        fig.savefig(path.with_suffix(".pdf"))
     plt.close(fig)
     return path
+
+
+def markdown_image(alt: str, path: Path) -> list[str]:
+    """The Markdown lines showing a figure written by this module (PNG, with its PDF linked when there is one)."""
+    pdf = f" ([PDF](figures/{path.with_suffix('.pdf').name}))" if path.with_suffix(".pdf").exists() else ""
+    return [f"![{alt}](figures/{path.name}){pdf}", ""]
 
 
 def history_and_autocorrelation(observables: dict[str, np.ndarray], names: list[str], title: str,
@@ -44,7 +53,7 @@ def history_and_autocorrelation(observables: dict[str, np.ndarray], names: list[
         ax_rho.set_ylabel(f"ρ(t), {name}")
         ax_rho.set_title(f"τ_int = {result.tau_int:.2f} ± {result.tau_int_error:.2f}", fontsize=9)
         ax_rho.legend(fontsize=8)
-    return _save(fig, title, path)
+    return _save(fig, title, path, vector=False)  # a diagnostic, one per run
 
 
 def _smooth(values: np.ndarray, width: int) -> np.ndarray:

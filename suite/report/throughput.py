@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from suite.report.figures import throughput_vs_volume
+from suite.report.figures import markdown_image, throughput_vs_volume
 from suite.report.tables import to_markdown
 
 KIND = "throughput"  # the rows' ``kind``
@@ -59,5 +59,5 @@ def throughput_section(rows: list[dict], out: Path) -> list[str]:
         if sampling or training:
             figure = out / "figures" / f"throughput-{index}.png"
             throughput_vs_volume(sampling, training, f"throughput on {setup}", figure)
-            lines += [f"![throughput against volume on {setup}](figures/{figure.name})", ""]
+            lines += markdown_image(f"throughput against volume on {setup}", figure)
     return lines + [to_markdown(table), ""]
