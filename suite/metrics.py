@@ -84,7 +84,8 @@ def _reweighted_estimates(chain: Chain, theory, seconds_per_config: float | None
 
 
 def sampler_metrics(chain: Chain) -> dict:
-    """Acceptance, <exp(−ΔH)> (must be 1 within errors for a correct HMC) and the ESS of flows."""
+    """Acceptance, <exp(−ΔH)> (must be 1 within errors for a correct HMC) and the ESS of flows with
+    the Pareto k̂ of their weights (`stats.pareto_k`: above 0.7 the ESS is not to be trusted)."""
     metrics = {}
     if chain.accepted is not None:
         metrics["acceptance"] = float(np.mean(chain.accepted))
@@ -97,7 +98,7 @@ def sampler_metrics(chain: Chain) -> dict:
     if chain.log_weights is not None:
         log_w = chain.log_weights.ravel()
         metrics["ess"] = {"value": stats.effective_sample_size(log_w), "error": stats.ess_bootstrap_error(log_w),
-                          "n_samples": len(log_w)}
+                          "n_samples": len(log_w), "pareto_k": stats.pareto_k(log_w)}
     if "mag" in chain.observables:
         # Mode coverage: the unweighted fraction of configurations with M > 0 (½ for a Z₂-symmetric
         # target; a flow that collapsed onto one vacuum of the broken phase shows ~0 or ~1).

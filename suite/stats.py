@@ -272,6 +272,29 @@ def ess_bootstrap_error(log_w, n_boot: int = 200, seed: int = 0) -> float:
     return float(np.std(ess, ddof=1))
 
 
+def pareto_k(log_w) -> float:
+    """Pareto k̂ of importance weights (PSIS diagnostic; Vehtari, Simpson, Gelman, Yao & Gabry,
+    arXiv:1507.02646): the shape of a generalised Pareto distribution fitted by maximum likelihood
+    (``scipy.stats.genpareto``, location at the threshold) to the exceedances of the
+    M = ⌈min(N/5, 3√N)⌉ largest weights. k̂ < 0.5: the weights have finite variance and the ESS and
+    reweighted errors are reliable; 0.5 ≤ k̂ < 0.7: finite mean, slow convergence; k̂ ≥ 0.7: the
+    ESS, reweighted means and their errors are not to be trusted at any practical N. −inf when
+    the largest weights are all equal (no tail). NaN for fewer than 25 weights.
+    """
+    from scipy.stats import genpareto
+
+    lw = np.sort(_vector(log_w, "log_w"))
+    m = int(np.ceil(min(0.2 * len(lw), 3 * np.sqrt(len(lw)))))
+    if m < 5:
+        return float("nan")
+    top = lw[-1]
+    exceedances = np.exp(lw[-m:] - top) - np.exp(lw[-m - 1] - top)  # in units of the largest weight
+    if not exceedances.max() > 0:
+        return float("-inf")
+    shape, _, _ = genpareto.fit(exceedances, floc=0)
+    return float(shape)
+
+
 def reweighted_mean(obs, log_w) -> tuple[float, float]:
     """Self-normalised importance-sampling estimate of ``<O>_p`` from samples of ``q``.
 

@@ -200,3 +200,19 @@ def test_reweighted_derived_ratio_against_bootstrap():
     # Equal weights: the derived value is f of the plain means.
     value0, _ = stats.reweighted_derived(lambda p, q: p / q, [a, b], np.zeros(n))
     assert value0 == pytest.approx(a.mean() / b.mean(), rel=1e-12)
+
+
+@pytest.mark.parametrize("k", [0.3, 0.5, 0.9])
+def test_pareto_k_recovers_the_tail_index_of_pareto_weights(k):
+    # log w ~ Exponential(scale k) makes w Pareto with tail index 1/k, i.e. generalised Pareto shape k.
+    rng = np.random.default_rng(7)
+    estimates = [stats.pareto_k(rng.exponential(k, 16384)) for _ in range(8)]
+    assert abs(np.mean(estimates) - k) < 0.1, estimates
+
+
+def test_pareto_k_separates_good_from_unreliable_weights():
+    rng = np.random.default_rng(3)
+    assert stats.pareto_k(rng.normal(0, 0.3, 16384)) < 0.3  # near-perfect flow: light tail
+    assert stats.pareto_k(rng.normal(0, 3.0, 16384)) > 0.7  # log-normal weights of a poor flow
+    assert stats.pareto_k(np.zeros(1000)) == -np.inf
+    assert np.isnan(stats.pareto_k(np.zeros(10)))

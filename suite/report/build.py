@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from suite import stats
 from suite.chain import Chain
 from suite.errors import UsageError
 from suite.harness.results import now, prepare_output_folder, read_rows
@@ -29,8 +30,20 @@ def load_rows(folders) -> list[dict]:
         found = read_rows(folder)
         if not found:
             raise UsageError(f"results folder {str(folder)!r} has no rows (results.jsonl missing or empty)")
-        rows += [{**row, "_folder": str(folder)} for row in found]
+        rows += [_with_pareto_k({**row, "_folder": str(folder)}) for row in found]
     return rows
+
+
+def _with_pareto_k(row: dict) -> dict:
+    """A flow row from before the Pareto k̂ was recorded gets it from its saved log-weights."""
+    ess = row.get("metrics", {}).get("ess")
+    chains = Path(row["_folder"]) / row.get("artifacts", {}).get("chains", "")
+    if ess is None or "pareto_k" in ess or "chains" not in row.get("artifacts", {}) or not chains.is_file():
+        return row
+    log_w = Chain.load(chains).log_weights
+    if log_w is not None:
+        row["metrics"] = {**row["metrics"], "ess": {**ess, "pareto_k": stats.pareto_k(log_w.ravel())}}
+    return row
 
 
 def _write_atomic(path: Path, text: str) -> None:

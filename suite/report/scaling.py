@@ -35,6 +35,7 @@ COST_OBSERVABLE = "chi2"
 # A reweighted ESS measured with fewer effective samples than this is dominated by a few weights (its
 # bootstrap error is then unreliable too): drawn, but left out of the ESS(V) fit.
 MIN_EFFECTIVE_SAMPLES = 100
+MAX_PARETO_K = 0.7  # above it the weights' tail is too heavy for any ESS estimate (`stats.pareto_k`)
 STYLE = {"figure.figsize": (6.4, 4.2), "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
          "legend.fontsize": 7, "errorbar.capsize": 3, "lines.markersize": 5, "savefig.dpi": 150}
 
@@ -143,6 +144,12 @@ def _flow_rows(rows):
     return [r for r in rows if r["sampler"]["name"] == "flow" and "ess" in r["metrics"]]
 
 
+def _reliable_ess(ess: dict) -> bool:
+    """Enough effective samples, and (where recorded) a Pareto k̂ of the weights below `MAX_PARETO_K`."""
+    return (ess["value"] * ess["n_samples"] >= MIN_EFFECTIVE_SAMPLES
+            and not ess.get("pareto_k", -math.inf) >= MAX_PARETO_K)
+
+
 def ess_volume_part(lines: dict[str, list[dict]], folder: Path) -> list[str]:
     records, measured = [], []
     with plt.rc_context(STYLE):
@@ -156,8 +163,7 @@ def ess_volume_part(lines: dict[str, list[dict]], folder: Path) -> list[str]:
                 volume = np.array([r["volume"] for r in runs], dtype=float)
                 ess = np.array([r["metrics"]["ess"]["value"] for r in runs])
                 err = np.array([r["metrics"]["ess"]["error"] for r in runs])
-                kept = np.array([r["metrics"]["ess"]["value"] * r["metrics"]["ess"]["n_samples"]
-                                 >= MIN_EFFECTIVE_SAMPLES for r in runs])
+                kept = np.array([_reliable_ess(r["metrics"]["ess"]) for r in runs])
                 fit = _try_fit(fits.fit_ess_volume, volume[kept], ess[kept], err[kept]) if kept.sum() >= 2 else None
                 label, colour = f"{recipe} ({source} line)", None
                 if kept.any():
@@ -166,10 +172,11 @@ def ess_volume_part(lines: dict[str, list[dict]], folder: Path) -> list[str]:
                     ax.errorbar(volume[~kept], ess[~kept], yerr=err[~kept], marker="o", mfc="none", ls="none",
                                 color=colour, label=None if kept.any() else label)
                 measured += [e for e in ess if e > 0]
-                listed = {True: f"volumes (N·ESS ≥ {MIN_EFFECTIVE_SAMPLES})",
-                          False: f"volumes (N·ESS < {MIN_EFFECTIVE_SAMPLES}, not fitted)"}
+                listed = {True: "volumes fitted", False: "volumes not fitted"}
                 record = {"line": source, "recipe": recipe,
-                          **{name: ", ".join(str(int(v)) for v in volume[kept == flag]) for flag, name in listed.items()}}
+                          **{name: ", ".join(str(int(v)) for v in volume[kept == flag]) for flag, name in listed.items()},
+                          "Pareto k̂ by volume": ", ".join(f"{r['metrics']['ess'].get('pareto_k', math.nan):.2f}"
+                                                          for r in runs)}
                 if fit is not None:
                     v_e, v_e_error = fits.ess_decay_volume(fit)
                     record.update({"V0": int(fit.fixed["v0"]), "ESS(V0)": format_value(fit.params["ess_v0"],
@@ -177,8 +184,8 @@ def ess_volume_part(lines: dict[str, list[dict]], folder: Path) -> list[str]:
                                    "V_e": format_value(v_e, v_e_error), "chi2/dof": fit.chi2_dof})
                 records.append(record)
         ax.set(yscale="log", xlabel="volume V = L² [sites]", ylabel="ESS per sample",
-               title=f"Flow ESS against volume, fit ESS(V) = ESS(V₀)^(V/V₀)\n(open: N·ESS < {MIN_EFFECTIVE_SAMPLES}, "
-                     "not fitted)")
+               title=f"Flow ESS against volume, fit ESS(V) = ESS(V₀)^(V/V₀)\n(open: N·ESS < {MIN_EFFECTIVE_SAMPLES} "
+                     f"or Pareto k̂ ≥ {MAX_PARETO_K}, not fitted)")
         if measured:  # the fitted curve may fall far below the data: keep the data in view
             ax.set_ylim(bottom=0.3 * min(measured))
         if not records:
@@ -191,8 +198,9 @@ def ess_volume_part(lines: dict[str, list[dict]], folder: Path) -> list[str]:
     table = pd.DataFrame.from_records(records)
     return ["### Flow ESS against volume", "",
             "V_e = −V₀/ln ESS(V₀): the volume over which the ESS falls by e. Points measured with fewer than "
-            f"{MIN_EFFECTIVE_SAMPLES} effective samples (N·ESS) are drawn open and not fitted (a fit needs two points or more): a few weights "
-            "dominate them, and their bootstrap errors are unreliable.", "",
+            f"{MIN_EFFECTIVE_SAMPLES} effective samples (N·ESS), or whose weights have a Pareto k̂ ≥ {MAX_PARETO_K} "
+            "(PSIS diagnostic: a tail too heavy for the ESS to converge), are drawn open and not fitted (a fit "
+            "needs two points or more): a few weights dominate them, and their bootstrap errors are unreliable.", "",
             *image, to_markdown(table), "", *write_table(table, folder / "tables" / "ess-vs-volume"), ""]
 
 

@@ -69,6 +69,7 @@ def _flow_record(r: dict) -> dict:
         "stop": training.get("stop_reason"),
         "n_samples": ess.get("n_samples") if ess else None,
         "ess": format_value(ess["value"], ess["error"]) if ess else None,
+        "pareto_k": ess.get("pareto_k") if ess else None,  # > 0.7: the ESS is not to be trusted
         "acceptance": metrics.get("acceptance"),
         "log_q_int_error": log_q_error["max"] if log_q_error else None,  # continuous flows: max |Δ log q|
     }
