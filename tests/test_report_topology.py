@@ -22,6 +22,8 @@ def test_freezing_section_has_both_samplers_at_every_beta(tmp_path):
     assert (tmp_path / "report" / "figures" / "topology-u1-8x8.png").stat().st_size > 0
     assert (tmp_path / "report" / "figures" / "topology-u1-8x8.pdf").read_bytes().startswith(b"%PDF")
     assert "([PDF](figures/topology-u1-8x8.pdf))" in report
+    for entry in ("u1_beta1_L8", "u1_beta2_L8"):  # no steps on L = 8: the figure is the pretraining's
+        assert f"figures/training-{entry}.png" in report
     lines = report.splitlines()
     start = next(i for i, line in enumerate(lines) if "N_eff(Q)" in line and line.startswith("|"))
     columns = [c.strip() for c in lines[start].strip("|").split("|")]

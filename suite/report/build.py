@@ -9,7 +9,9 @@ import pandas as pd
 
 from suite import stats
 from suite.chain import Chain
+from suite.catalogue import CatalogueError, get_entry
 from suite.errors import UsageError
+from suite.harness.samplers import pretrain_key
 from suite.harness.results import now, prepare_output_folder, read_rows
 from suite.report.figures import (autocorrelation_scan, history_and_autocorrelation, markdown_image,
                                   training_curves)
@@ -88,15 +90,37 @@ def _chain_figure(row: dict, out: Path) -> list[str]:
     return [f"![histories and autocorrelations](figures/{figure.name})", ""]
 
 
+def _pretraining_curve(row: dict) -> Path | None:
+    """The training log of a pretrained flow's pretraining, found by the key the harness stored it under."""
+    spec = row["sampler"]
+    if not spec.get("pretrain"):
+        return None
+    try:
+        entry = get_entry(row["entry"])
+    except CatalogueError:
+        return None
+    key = pretrain_key(spec, entry, seed=row["seed"], dtype=row["dtype"], device=row["device"],
+                       catalogue=row["catalogue_version"])
+    path = Path(row["_folder"]) / "pretrain" / key / "training.csv"
+    return path if path.is_file() else None
+
+
 def _training_section(rows: list[dict], out: Path) -> list[str]:
-    """One figure of training curves per entry, every flow run on it overlaid."""
+    """One figure of training curves per entry, every flow run on it overlaid (with the pretraining of pretrained ones)."""
     lines = []
     for entry in dict.fromkeys(r["entry"] for r in rows):
         curves = {}
         for row in rows:
+            if row["entry"] != entry:
+                continue
             path = Path(row["_folder"]) / row["artifacts"].get("training", "")
-            if row["entry"] == entry and "training" in row["artifacts"] and path.exists():
+            if "training" in row["artifacts"] and path.exists():
                 curves[_legend(row)] = pd.read_csv(path)
+            pretraining = _pretraining_curve(row)
+            if pretraining is not None:
+                spec = row["sampler"]
+                curves[f"{spec['model']}: pretraining at L = {spec['pretrain']['L']}, seed {row['seed']}"] = \
+                    pd.read_csv(pretraining)
         if curves:
             figure = out / "figures" / f"training-{entry.replace('/', '_')}.png"
             training_curves(curves, f"{entry}: training", figure)
