@@ -142,7 +142,8 @@ def _tuned_value(point: Point, state: dict, save, log, progress, monotone: int) 
         if close:
             return value
     raise UsageError(f"{point.id}: no {point.parameter} within tolerance after {MAX_EVALUATIONS} evaluations; "
-                     f"adjust its 'guess' or 'step'")
+                     f"adjust its 'guess', 'step' or 'search' statistics, and remove this point's folder under "
+                     f"--state (which keeps these evaluations) to search afresh")
 
 
 def _reference_measurement(point: Point, value: float, folder: Path, log, progress) -> Chain:
