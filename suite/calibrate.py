@@ -208,8 +208,7 @@ def calibrate(entry_id: str, state_dir: str | Path, *, catalogue_file: Path = CA
                                      "observables": observables, "rejected": True})
         save()
     entry = _entry(point, value, observables, chain.info)
-    written[point.id] = entry
-    write_calibrated(written, catalogue_file)
+    record_calibrated(entry, catalogue_file)
     log(f"{point.id}: {point.parameter} = {value:.6g} written to {catalogue_file}")
     return entry
 
@@ -252,6 +251,16 @@ def _toml_value(value) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(map(_toml_value, value)) + "]"
     return repr(value)
+
+
+def record_calibrated(entry: dict, path: Path = CALIBRATED_FILE) -> None:
+    """Add or replace one entry: the file is read again and rewritten under an exclusive lock, so
+    calibrations running side by side (each for hours) do not drop each other's entries."""
+    import fcntl
+
+    with open(Path(path).with_name(Path(path).name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        write_calibrated({**read_calibrated(path), entry["id"]: entry}, path)
 
 
 def write_calibrated(entries: dict[str, dict], path: Path = CALIBRATED_FILE) -> None:

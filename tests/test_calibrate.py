@@ -132,3 +132,16 @@ def test_shipped_lines_are_valid_and_calibrated_entries_match_them():
             (name, target), = point.target.items()
             assert abs(raw["reference"][name]["value"] / target - 1) <= point.tolerance, entry_id
         assert all(r["provenance"].startswith("computed:") for r in raw["reference"].values())
+
+
+def test_recording_an_entry_keeps_those_written_meanwhile(tmp_path):
+    from suite.calibrate import read_calibrated, record_calibrated, write_calibrated
+
+    shipped = read_calibrated()
+    first, second = shipped["phi4/xi2/L8"], shipped["phi4/xi3/L12"]
+    path = tmp_path / "lcp.toml"
+    write_calibrated({first["id"]: first}, path)  # another calibration wrote its entry meanwhile
+    record_calibrated(second, path)
+    assert set(read_calibrated(path)) == {first["id"], second["id"]}
+    record_calibrated({**second, "tier": "standard"}, path)  # a recalibration replaces its own entry
+    assert read_calibrated(path)[second["id"]]["tier"] == "standard" and len(read_calibrated(path)) == 2
