@@ -286,7 +286,8 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
-def _atomic_save(obj, path: Path) -> None:
+def atomic_save(obj, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: a crash leaves the old file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(obj, tmp)
@@ -349,7 +350,7 @@ def train(model: nn.Module, objective: Objective, *, batch_size: int, lr: float,
 
     def save() -> tuple[float, float]:
         start, cpu_start = time.perf_counter(), time.process_time()
-        _atomic_save({"format": CHECKPOINT_FORMAT, "objective_name": objective.name,
+        atomic_save({"format": CHECKPOINT_FORMAT, "objective_name": objective.name,
                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "objective": objective.state_dict(),
                       "log": asdict(log), "bad_run": bad_run, "ess_window": list(window),

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from suite.errors import UsageError
@@ -127,7 +126,7 @@ def _check_flow_spec(spec: dict) -> None:
         raise UsageError(f"sampler option 'target_ess' must be <= 1, got {spec['target_ess']}")
     if spec["pretrain"]:
         _check_pretrain(spec["pretrain"])
-    elif not has_target_budget(spec):
+    elif not _has_target_budget(spec):
         raise UsageError("a flow needs a training budget: budget_steps, budget_seconds or target_ess (or a pretrain)")
     ensemble = {**FLOW_DEFAULTS["ensemble"], **spec["ensemble"]}
     unknown = sorted(set(ensemble) - set(FLOW_DEFAULTS["ensemble"]))
@@ -138,7 +137,7 @@ def _check_flow_spec(spec: dict) -> None:
     spec["ensemble"] = ensemble
 
 
-def has_target_budget(spec: dict) -> bool:
+def _has_target_budget(spec: dict) -> bool:
     return bool(spec["budget_steps"] or spec["budget_seconds"] or spec["target_ess"])
 
 
@@ -205,22 +204,13 @@ def _train(spec, model, theory, budget, *, seed, device, dtype, folder: Path, re
                  resume=resume, seed=seed, progress=progress)
 
 
-def _save_model(model, path: Path) -> None:
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
-
-
 def _pretrained(spec, model, pretrain, *, seed, device, dtype, progress) -> dict:
     """Train the spec's model on the pretraining lattice (or resume/reuse it) and load it into ``model``.
 
     Returns the pretraining's totals. A finished pretraining is reused: its checkpoint is at its budget.
     """
     from suite.models import build_model
-    from suite.training import Budget
+    from suite.training import Budget, atomic_save
 
     theory, folder = pretrain
     small = build_model(spec["model"], theory, spec["hparams"]).to(device=device, dtype=dtype)
@@ -233,7 +223,7 @@ def _pretrained(spec, model, pretrain, *, seed, device, dtype, progress) -> dict
     log = _train(spec, small, theory, Budget(steps=spec["pretrain"]["budget_steps"]), seed=seed, device=device,
                  dtype=dtype, folder=folder, resume=True, progress=progress)
     log.to_csv(folder / "training.csv")
-    _save_model(small, folder / "model.pt")
+    atomic_save(small.state_dict(), folder / "model.pt")
     model.load_state_dict(small.state_dict())
     return {"L": spec["pretrain"]["L"], **log.totals()}
 
@@ -243,7 +233,7 @@ def _run_flow(spec, theory, *, seed, device, dtype, run_dir, resume, progress, p
 
     from suite.flow_sampling import direct_sampling_chain, independence_metropolis_chain
     from suite.models import build_model
-    from suite.training import Budget, TrainingLog
+    from suite.training import Budget, TrainingLog, atomic_save
 
     torch.manual_seed(seed)
     model = build_model(spec["model"], theory, spec["hparams"]).to(device=device, dtype=dtype)
@@ -253,13 +243,13 @@ def _run_flow(spec, theory, *, seed, device, dtype, run_dir, resume, progress, p
             raise UsageError("a flow spec with 'pretrain' needs the pretraining lattice's theory and folder")
         pretrained = _pretrained(spec, model, pretrain, seed=seed, device=device, dtype=dtype, progress=progress)
     log = TrainingLog()
-    if has_target_budget(spec):
+    if _has_target_budget(spec):
         budget = Budget(steps=spec["budget_steps"] or None, seconds=spec["budget_seconds"] or None,
                         target_ess=spec["target_ess"] or None)
         log = _train(spec, model, theory, budget, seed=seed, device=device, dtype=dtype, folder=run_dir,
                      resume=resume, progress=progress)
         log.to_csv(run_dir / "training.csv")
-    _save_model(model, run_dir / "model.pt")
+    atomic_save(model.state_dict(), run_dir / "model.pt")
     model.eval()
     if spec["name"] == "flow":
         chain = direct_sampling_chain(model, theory, spec["n_samples"], spec["sample_batch"])

@@ -16,15 +16,21 @@ from suite import stats  # noqa: E402
 HISTORY_REPLICA = 4  # chains drawn in a history plot
 
 
-def _save(fig, title: str, path: Path, vector: bool = True) -> Path:
-    """Write ``path`` (PNG) and, for the figures of a paper (``vector``), the same as PDF beside it."""
-    fig.suptitle(title, fontsize=10)
+def save_figure(fig, path: Path, vector: bool = True, dpi: float | None = None) -> Path:
+    """Write ``path`` as PNG and, for the figures of a paper (``vector``), as PDF beside it; closes
+    ``fig`` and returns the PNG's path. ``dpi`` None: matplotlib's ``savefig.dpi``."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    png = path.with_suffix(".png")
+    fig.savefig(png, dpi=dpi)
     if vector:
         fig.savefig(path.with_suffix(".pdf"))
     plt.close(fig)
-    return path
+    return png
+
+
+def _save(fig, title: str, path: Path, vector: bool = True) -> Path:
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path, vector, dpi=110)
 
 
 def markdown_image(alt: str, path: Path) -> list[str]:

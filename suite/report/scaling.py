@@ -28,6 +28,7 @@ import pandas as pd  # noqa: E402
 from suite.catalogue.lines import points  # noqa: E402
 from suite.metrics import run_time_to_target  # noqa: E402
 from suite.report import fits  # noqa: E402
+from suite.report.figures import markdown_image, save_figure  # noqa: E402
 from suite.report.tables import format_value, sampler_label, to_markdown, write_table  # noqa: E402
 
 TAU_OBSERVABLES = {"abs_mag": "|M|", "chi2": "χ₂"}
@@ -41,12 +42,8 @@ STYLE = {"figure.figsize": (6.4, 4.2), "font.size": 9, "axes.grid": True, "grid.
 
 
 def _save(fig, path: Path) -> list[str]:
-    """Write ``path``.png and ``path``.pdf; returns the Markdown image line."""
-    fig.tight_layout()
-    for suffix in (".png", ".pdf"):
-        fig.savefig(path.with_suffix(suffix))
-    plt.close(fig)
-    return [f"![{path.stem}](figures/{path.stem}.png) ([PDF](figures/{path.stem}.pdf))", ""]
+    """Write ``path``.png and ``path``.pdf; returns the Markdown image lines."""
+    return markdown_image(path.stem, save_figure(fig, path))
 
 
 def _xi(row: dict) -> tuple[float, float]:
