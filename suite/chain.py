@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,22 +36,30 @@ class Chain:
             if getattr(self, name) is not None:
                 arrays[name] = getattr(self, name)
         arrays["meta"] = np.array(json.dumps({"timings": self.timings, "info": self.info}))
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")  # unique per writer
+        try:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
 
     @classmethod
     def load(cls, path: str | Path) -> "Chain":
-        with np.load(path) as data:
-            meta = json.loads(str(data["meta"]))
-            return cls(
-                observables={k[4:]: data[k] for k in data.files if k.startswith("obs/")},
-                accepted=data["accepted"] if "accepted" in data.files else None,
-                delta_h=data["delta_h"] if "delta_h" in data.files else None,
-                log_weights=data["log_weights"] if "log_weights" in data.files else None,
-                timings=meta["timings"],
-                info=meta["info"],
-            )
+        """Read a chains file; a ValueError naming the file if it is missing, truncated or not one."""
+        try:
+            with np.load(path) as data:
+                meta = json.loads(str(data["meta"]))
+                return cls(
+                    observables={k[4:]: data[k] for k in data.files if k.startswith("obs/")},
+                    accepted=data["accepted"] if "accepted" in data.files else None,
+                    delta_h=data["delta_h"] if "delta_h" in data.files else None,
+                    log_weights=data["log_weights"] if "log_weights" in data.files else None,
+                    timings=meta["timings"],
+                    info=meta["info"],
+                )
+        except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as err:
+            raise ValueError(f"chains file {path} cannot be read ({type(err).__name__}: {err})") from None

@@ -1,7 +1,11 @@
 """The ``lftbench`` command line: list, run, report, compare, calibrate, validate, throughput.
 
 A user's mistake (unknown id, bad number, unwritable folder, malformed file) prints one line
-``lftbench: error: ...`` and exits with status 2; set LFTBENCH_DEBUG=1 for the traceback.
+``lftbench: error: ...`` and exits with status 2; a task that fails while running (a fault, a
+user's model raising) prints one line naming the task and the phase and exits with status 1
+after the other tasks ran; ``--debug`` (or LFTBENCH_DEBUG=1) shows the traceback instead.
+SIGINT and SIGTERM stop a run after the training in progress wrote its checkpoint (exit 130, 143).
+The sampler options of ``run`` and ``validate`` are derived from the sampler plugins' specs.
 Heavy imports (torch) happen inside the commands, so ``lftbench list`` and ``--help`` start fast.
 """
 
@@ -10,12 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
+from pathlib import Path
+
 from suite import __version__
-from suite.errors import UsageError
+from suite.errors import Interrupted, TaskFailure, UsageError
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1  # a task failed while running (a fault), or a row could not be written
 EXIT_VALIDATION_FAILED = 1
 VALIDATION_MAX_PULL = 4.0
 
@@ -30,46 +38,78 @@ def _json_object(text: str) -> dict:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors on one line (``lftbench: error: ...``, exit 2), no usage block."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"lftbench: error: {message}\n")
+
+
+def _cli_type(kind):
+    return {int: int, float: float, str: str}.get(kind, _json_object)
+
+
+def _run_options():
+    """(dest, flag, kind, help, samplers) of every sampler option the CLI offers, derived from the specs."""
+    from suite.samplers import samplers
+    from suite.samplers.spec import field_kind, spec_fields
+
+    options: dict[str, list] = {}
+    for plugin in samplers().values():
+        for f in spec_fields(plugin.spec):
+            if not f.metadata.get("cli", True):
+                continue
+            kind, _ = field_kind(plugin.spec, f.name)
+            if f.name in options:
+                options[f.name][4].append(plugin.name)
+                continue
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            help_text, choices = f.metadata["help"], f.metadata.get("choices")
+            if isinstance(choices, tuple):
+                help_text += f" ({', '.join(choices)})"
+            options[f.name] = [f.name, flag, kind, help_text, [plugin.name]]
+    return list(options.values())
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    hmc = parser.add_argument_group("hmc options")
-    hmc.add_argument("--chains", type=int, help="independent HMC chains (one batch)")
-    hmc.add_argument("--therm", type=int, dest="n_therm", help="thermalisation trajectories (step size adapted)")
-    hmc.add_argument("--n-traj", type=int, dest="n_traj", help="measured trajectories per chain")
-    hmc.add_argument("--integrator", choices=["leapfrog", "omelyan"])
-    hmc.add_argument("--n-steps", type=int, dest="n_steps", help="initial integrator steps per trajectory")
-    hmc.add_argument("--traj-length", type=float, dest="trajectory_length", help="trajectory length (default 1)")
-    hmc.add_argument("--target-acceptance", type=float, dest="target_acceptance")
-    flow = parser.add_argument_group("flow and flow-mh options")
-    flow.add_argument("--model", help="affine, spline, hybrid, module:function or file.py:function")
-    flow.add_argument("--hparams", type=_json_object, help="the model factory's keyword arguments as JSON")
-    flow.add_argument("--objective", help="reverse-kl (default), forward-kl or path-gradient")
-    flow.add_argument("--budget-steps", type=int, dest="budget_steps", help="training steps (0: no limit)")
-    flow.add_argument("--budget-seconds", type=float, dest="budget_seconds", help="training seconds (0: no limit)")
-    flow.add_argument("--target-ess", type=float, dest="target_ess", help="stop training at this batch ESS")
-    flow.add_argument("--batch-size", type=int, dest="batch_size")
-    flow.add_argument("--lr", type=float)
-    flow.add_argument("--schedule", choices=["cosine", "constant"])
-    flow.add_argument("--n-samples", type=int, dest="n_samples", help="samples drawn after training")
-    flow.add_argument("--pretrain", type=_json_object,
-                      help='train first on a smaller lattice, e.g. \'{"L": 8, "budget_steps": 4000}\'')
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--dtype", choices=["float32", "float64"], help="default: float64 for hmc, float32 for flows")
+    groups = {}
+    for dest, flag, kind, help_text, names in _run_options():
+        title = f"{' and '.join(names)} options"
+        group = groups.get(title) or groups.setdefault(title, parser.add_argument_group(title))
+        if kind is bool:
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(flag, dest=dest, type=_cli_type(kind), help=help_text)
+    parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda[:N] (default cpu)")
+    parser.add_argument("--dtype", choices=["float32", "float64"],
+                        help="the real precision (complex fields use the matching complex type); "
+                             "default: the sampler's (float64 for hmc, float32 for flows)")
 
 
-SPEC_OPTIONS = ("chains", "n_therm", "n_traj", "integrator", "n_steps", "trajectory_length", "target_acceptance",
-                "model", "hparams", "objective", "budget_steps", "budget_seconds", "target_ess", "batch_size", "lr",
-                "schedule", "n_samples", "pretrain")
+def _given_options(args) -> dict:
+    return {dest: getattr(args, dest) for dest, *_ in _run_options() if getattr(args, dest, None) is not None}
 
 
 def _spec_from_args(args, sampler: str) -> dict:
-    spec = {"name": sampler}
-    spec.update({k: getattr(args, k) for k in SPEC_OPTIONS if getattr(args, k, None) is not None})
-    return spec
+    """The spec dict of the sampler options given on the command line; an option of another
+    sampler is a UsageError."""
+    from suite.samplers import get_sampler
+    from suite.samplers.spec import spec_fields
+
+    plugin = get_sampler(sampler)
+    own = {f.name for f in spec_fields(plugin.spec)}
+    given = _given_options(args)
+    foreign = sorted(set(given) - own)
+    if foreign:
+        flag = next(flag for dest, flag, *_ in _run_options() if dest == foreign[0])
+        raise UsageError(f"{flag} is not an option of sampler {sampler!r}")
+    return {"name": sampler, **given}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lftbench", description="Benchmark samplers of lattice field theories.")
+    parser = _Parser(prog="lftbench", description="Benchmark samplers of lattice field theories.")
     parser.add_argument("--version", action="version", version=f"lftbench {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list catalogue entries")
@@ -79,11 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a study, or one task with --entry/--sampler")
     p.add_argument("study", nargs="?", help="a shipped study name (e.g. quick) or a study .toml file")
     p.add_argument("--entry", help="catalogue entry id (one task)")
-    p.add_argument("--sampler", default="hmc", help="sampler for --entry (default hmc)")
+    p.add_argument("--sampler", default="hmc", help="sampler for --entry (default hmc): " + _sampler_names())
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--task", type=int, metavar="I",
+                   help="run only task I of the study (1-based, as the progress lines number them)")
     p.add_argument("--out", required=True, help="results folder (results.jsonl + runs/)")
     p.add_argument("--force", action="store_true", help="run tasks again even if their rows exist")
-    p.add_argument("--resume", action="store_true", help="continue a flow's training from its last checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted training from its last checkpoint")
     p.add_argument("--only", action="append", metavar="PATTERN",
                    help="run only a study's entries matching this shell pattern (repeatable), e.g. 'phi4/xi4*/*'")
     p.add_argument("--tier", action="append", choices=["quick", "standard", "large"],
@@ -165,52 +207,80 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _sampler_names() -> str:
+    from suite.samplers import samplers
+
+    return ", ".join(samplers())
+
+
 def _check_device(device: str) -> None:
     import torch
 
     try:
         dev = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"unknown device {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device 'cuda' requested but no CUDA device is available")
+    except (RuntimeError, ValueError):
+        raise UsageError(f"unknown device {device!r}; expected cpu or cuda[:N]") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"device {device!r} is not supported; expected cpu or cuda[:N]")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError("device 'cuda' requested but no CUDA device is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"device {device!r}: there are {torch.cuda.device_count()} CUDA devices")
+
+
+def _tasks_of(args):
+    """The tasks a ``run`` asks for, with their 1-based indices in the study."""
+    from suite.harness.study import load_study, make_task
+
+    if (args.study is None) == (args.entry is None):
+        raise UsageError("give either a study or --entry ID")
+    if args.study is None:
+        if args.only or args.tier or args.task is not None:
+            raise UsageError("--only, --tier and --task select part of a study; use them with a study, not --entry")
+        return [make_task(args.entry, _spec_from_args(args, args.sampler), args.seed)], None
+    if _given_options(args):
+        raise UsageError("sampler options go in the study file; use them only with --entry")
+    if args.task is not None:
+        if args.only or args.tier:
+            raise UsageError("--task addresses a task of the whole study; do not combine it with --only or --tier")
+        tasks = load_study(args.study).tasks
+        if not 1 <= args.task <= len(tasks):
+            raise UsageError(f"--task must be in 1..{len(tasks)} (the study has {len(tasks)} tasks), got {args.task}")
+        return [tasks[args.task - 1]], [args.task]
+    return list(load_study(args.study, only=args.only, tiers=args.tier).tasks), None
+
+
+def _report_failures(outcome) -> int:
+    for _, message in outcome.failed:
+        print(f"lftbench: error: {message}", file=sys.stderr)
+    return EXIT_FAILED if outcome.failed else 0
 
 
 def cmd_run(args) -> int:
     from suite.harness.runner import run_tasks
-    from suite.harness.samplers import normalise_spec
-    from suite.harness.study import Task, load_study
-    from suite.catalogue import get_entry
+    from suite.interrupts import handle_signals
 
-    if (args.study is None) == (args.entry is None):
-        raise UsageError("give either a study or --entry ID")
-    if args.study is not None:
-        if any(getattr(args, k) is not None for k in SPEC_OPTIONS):
-            raise UsageError("sampler options go in the study file; use them only with --entry")
-        tasks = list(load_study(args.study, only=args.only, tiers=args.tier).tasks)
-    else:
-        if args.only or args.tier:
-            raise UsageError("--only and --tier select part of a study; use them with a study, not --entry")
-        get_entry(args.entry)
-        if args.seed < 0:
-            raise UsageError(f"--seed must be >= 0, got {args.seed}")
-        tasks = [Task(args.entry, normalise_spec(_spec_from_args(args, args.sampler)), args.seed)]
+    tasks, indices = _tasks_of(args)
     _check_device(args.device)
-    rows = run_tasks(tasks, args.out, device=args.device, dtype=args.dtype, force=args.force, resume=args.resume,
-                     log=lambda msg: print(msg, file=sys.stderr))
-    for row in rows:
+    with handle_signals():
+        outcome = run_tasks(tasks, args.out, device=args.device, dtype=args.dtype, force=args.force,
+                            resume=args.resume, indices=indices, log=lambda msg: print(msg, file=sys.stderr))
+    for row in outcome.rows:
         print(_row_summary(row))
-    return 0
+    return _report_failures(outcome)
 
 
-def _row_summary(row: dict) -> str:
-    parts = [f"{row['entry']} {row['sampler']['name']} seed {row['seed']}:"]
-    if "acceptance" in row["metrics"]:
-        parts.append(f"acc {row['metrics']['acceptance']:.3f}")
-    if "ess" in row["metrics"]:
-        parts.append(f"ESS {row['metrics']['ess']['value']:.3f}±{row['metrics']['ess']['error']:.3f}")
-    for name, ref in row["reference"].items():
-        est = row["observables"][name]
+def _row_summary(row) -> str:
+    parts = [f"{row.entry} {row.sampler['name']} seed {row.seed}:"]
+    if not row.ok:
+        return " ".join([*parts, f"{row.status} ({row.message})"])
+    if "acceptance" in row.metrics:
+        parts.append(f"acc {row.metrics['acceptance']:.3f}")
+    if "ess" in row.metrics:
+        parts.append(f"ESS {row.metrics['ess']['value']:.3f}±{row.metrics['ess']['error']:.3f}")
+    for name, ref in row.reference.items():
+        est = row.observables[name]
         parts.append(f"{name} {est['value']:.5g}±{est['error']:.2g} (pull {ref['pull']:+.1f})")
     return " ".join(parts)
 
@@ -258,6 +328,8 @@ def cmd_calibrate(args) -> int:
     selected = list(args.entries) + [p.id for p in points().values() if args.tier and p.tier == args.tier]
     if not selected:
         raise UsageError("give point ids, --tier or --list")
+    if Path(args.state).exists() and not Path(args.state).is_dir():
+        raise UsageError(f"--state {args.state!r} is a file; it must name a folder")
     from suite.calibrate import calibrate
 
     for entry_id in selected:
@@ -269,33 +341,34 @@ def cmd_validate(args) -> int:
     import tempfile
 
     from suite.catalogue import entries
-    from suite.harness.runner import run_tasks
-    from suite.harness.samplers import normalise_spec
-    from suite.harness.study import Task
+    from suite.harness.rows import read_rows
+    from suite.harness.runner import run_tasks, task_dtype, task_key
+    from suite.harness.study import check_seed, make_task
+    from suite.interrupts import handle_signals
 
-    spec = normalise_spec(_spec_from_args(args, "hmc"))
+    spec = _spec_from_args(args, "hmc")
     _check_device(args.device)
+    check_seed(args.seed)
     targets = [e for e in entries(args.tier) if e.reference or e.exact]
     if not targets:
         raise UsageError(f"no {args.tier} entries with reference values")
-    tasks = [Task(e.id, spec, args.seed) for e in targets]
-    with tempfile.TemporaryDirectory() as scratch:
-        rows = run_tasks(tasks, args.out or scratch, device=args.device, dtype=args.dtype, force=args.out is None,
-                         log=lambda msg: print(msg, file=sys.stderr))
-    if args.out:  # rows of tasks skipped as already done come from the folder
-        from suite.harness.results import read_rows
-        from suite.harness.runner import task_key
-        from suite.harness.samplers import DEFAULT_DTYPE
-
-        keys = {task_key(t, args.dtype or DEFAULT_DTYPE["hmc"], args.device) for t in tasks}
-        rows = [r for r in read_rows(args.out) if r["run_id"] in keys]
-    table = [{"entry": r["entry"], "observable": name, "measured": r["observables"][name]["value"],
-              "error": r["observables"][name]["error"], "reference": ref["value"], "reference_error": ref["error"],
-              "pull": ref["pull"]} for r in rows for name, ref in r["reference"].items()]
+    tasks = [make_task(e.id, spec, args.seed) for e in targets]
+    with tempfile.TemporaryDirectory() as scratch, handle_signals():
+        folder = args.out or scratch
+        outcome = run_tasks(tasks, folder, device=args.device, dtype=args.dtype, force=args.out is None,
+                            log=lambda msg: print(msg, file=sys.stderr))
+        # rows of tasks skipped as already done come from the folder
+        keys = {task_key(t, task_dtype(t, args.dtype), args.device) for t in tasks}
+        rows = [r for r in read_rows(folder) if r.run_id in keys and r.ok]
+    table = [{"entry": r.entry, "observable": name, "measured": r.observables[name]["value"],
+              "error": r.observables[name]["error"], "reference": ref["value"], "reference_error": ref["error"],
+              "pull": ref["pull"]} for r in rows for name, ref in r.reference.items()]
     failed = [t for t in table if not abs(t["pull"]) <= VALIDATION_MAX_PULL]
     if args.json:
-        print(json.dumps({"max_pull": VALIDATION_MAX_PULL, "passed": not failed, "rows": table}, indent=1))
-    else:
+        print(json.dumps({"max_pull": VALIDATION_MAX_PULL, "passed": not failed and not outcome.failed,
+                          "rows": [{k: (None if isinstance(v, float) and v != v else v) for k, v in t.items()}
+                                   for t in table]}, indent=1))
+    elif table:
         width = max(len(t["entry"]) for t in table)
         print(f"{'entry':<{width}}  {'observable':<15} {'measured':>22} {'reference':>22} {'pull':>6}")
         for t in table:
@@ -303,30 +376,34 @@ def cmd_validate(args) -> int:
             print(f"{t['entry']:<{width}}  {t['observable']:<15} {t['measured']:>12.6g} ± {t['error']:<7.2g} "
                   f"{t['reference']:>12.6g} ± {t['reference_error']:<7.2g} {t['pull']:>+6.2f}{flag}")
         print(f"{len(table) - len(failed)} passed, {len(failed)} failed (|pull| <= {VALIDATION_MAX_PULL:g})")
+    if outcome.failed:
+        return _report_failures(outcome)
     return EXIT_VALIDATION_FAILED if failed else 0
 
 
 def cmd_references(args) -> int:
-    from suite.harness.results import read_rows
+    from suite.harness.rows import read_rows
     from suite.report.tables import format_value
 
-    rows = read_rows(args.results)
+    if not Path(args.results).is_dir():
+        raise UsageError(f"results folder {args.results!r} does not exist")
+    rows = [r for r in read_rows(args.results) if r.ok]
     if not rows:
         raise UsageError(f"results folder {args.results!r} has no rows")
     names = [n.strip() for n in args.observables.split(",") if n.strip()]
     for row in rows:
-        info = row["sampler_info"]
-        print(f"# {row['entry']}: paste into its [[entry]]")
+        info = row.sampler_info
+        print(f"# {row.entry}: paste into its [[entry]]")
         for name in names:
-            est = row["observables"].get(name)
+            est = row.observables.get(name)
             if est is None or not est["error"] == est["error"]:
                 print(f"# {name}: not measured or undefined, skipped")
                 continue
             print(f"[entry.reference.{name}]  # {format_value(est['value'], est['error'])}, "
                   f"tau_int {est['tau_int']:.3g}")
             print(f"value = {est['value']!r}\nerror = {est['error']:.3g}")
-            print(f'provenance = "computed: {row["sampler"]["name"]}, {info["chains"]} chains x {info["n_traj"]} '
-                  f'trajectories after {info["n_therm"]}, seed {row["seed"]}, lftbench {row["suite_version"]}"')
+            print(f'provenance = "computed: {row.sampler["name"]}, {info["chains"]} chains x {info["n_traj"]} '
+                  f'trajectories after {info["n_therm"]}, seed {row.seed}, lftbench {row.suite_version}"')
             print(f'command = "lftbench run {args.study} --out {args.results}"')
         print()
     return 0
@@ -354,16 +431,24 @@ COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "compare": c
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug or bool(os.environ.get("LFTBENCH_DEBUG"))
     try:
         return COMMANDS[args.command](args)
     except UsageError as err:
-        if os.environ.get("LFTBENCH_DEBUG"):
+        if debug:
             raise
         print(f"lftbench: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("lftbench: interrupted; finished runs are kept", file=sys.stderr)
-        return 130
+    except TaskFailure as err:
+        if debug:
+            raise
+        print(f"lftbench: error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except (KeyboardInterrupt, Interrupted) as err:
+        name = getattr(err, "signal_name", "SIGINT")
+        print(f"lftbench: interrupted by {name}; finished runs are kept and a training in progress saved its "
+              "checkpoint: run the same command with --resume to continue", file=sys.stderr)
+        return 128 + getattr(signal, name, signal.SIGINT).value
 
 
 if __name__ == "__main__":

@@ -28,30 +28,24 @@ import pandas as pd
 from suite.errors import UsageError
 from suite.metrics import run_time_to_target
 from suite.report import fits
-from suite.report.tables import budget_label
 
 GROUPINGS = ("model", "objective", "sampler")
 DEFAULT_OBSERVABLE = {"phi4": "chi2", "u1": "topological_charge"}
-REFERENCE_MODELS = ("affine", "spline", "hybrid", "u1-equivariant")
 
 
-def contender(row: dict, by: str) -> str:
-    """The leaderboard label of a row: HMC is always ``hmc``; flows by model, objective or sampler."""
-    spec = row["sampler"]
-    if spec["name"] == "hmc":
-        return "hmc"
-    label = {"model": spec.get("model"), "objective": f"{spec.get('model')} {spec.get('objective')}",
-             "sampler": f"{spec['name']} {spec.get('model')}"}[by]
-    return label if by == "sampler" or spec["name"] == "flow" else f"{label} (mh)"
+def contender(row, by: str) -> str:
+    """The leaderboard label of a row, from its sampler plugin (HMC is always ``hmc``; flows by
+    model, objective or sampler)."""
+    return row.plugin.contender(row.sampler, by)
 
 
-def _run_record(row: dict, observable: str, target: float) -> dict:
+def _run_record(row, observable: str, target: float) -> dict:
     """One row's numbers: ESS per sample, time to target, cost per independent sample."""
-    est, training = row["observables"].get(observable), row.get("training") or {}
+    est, training = row.observables.get(observable), row.training or {}
     if est is None:
-        raise UsageError(f"run {row['run_id']} has no observable {observable!r}; choose one with --observable")
-    if "ess" in row["metrics"] and row["sampler"]["name"] == "flow":
-        ess, ess_error = row["metrics"]["ess"]["value"], row["metrics"]["ess"]["error"]
+        raise UsageError(f"run {row.run_id} has no observable {observable!r}; choose one with --observable")
+    if "ess" in row.metrics and not row.plugin.markov:
+        ess, ess_error = row.metrics["ess"]["value"], row.metrics["ess"]["error"]
     else:  # Markov chain: N_eff / N = 1/(2 τ_int)
         ess = 1 / (2 * est["tau_int"])
         ess_error = ess * est["tau_int_error"] / est["tau_int"]
@@ -85,19 +79,22 @@ def leaderboard(rows: list[dict], *, by: str = "model", target_ess: float = 0.5,
         raise UsageError(f"--n-independent must be > 0, got {n_independent}")
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for row in rows:  # runs are pooled only when their specs agree (seeds of one recipe)
-        name = observable or DEFAULT_OBSERVABLE.get(row["theory"], "chi2")
+        if not row.ok:
+            continue
+        name = observable or DEFAULT_OBSERVABLE.get(row.theory, "chi2")
         record = {**_run_record(row, name, target_ess), "observable": name, "row": row}
-        recipe = json.dumps(row["sampler"], sort_keys=True)
-        groups.setdefault((row["entry"], contender(row, by), recipe), []).append(record)
+        recipe = json.dumps(row.sampler, sort_keys=True)
+        groups.setdefault((row.entry, contender(row, by), recipe), []).append(record)
     recipes = Counter((entry, label) for entry, label, _ in groups)
     table = []
     for (entry, label, _), records in groups.items():
+        first = records[0]["row"]
         if recipes[entry, label] > 1:  # one contender with several recipes at this entry: name the budget
-            label = f"{label} [{budget_label(records[0]['row']['sampler'])}]"
+            label = f"{label} [{first.plugin.budget_label(first.sampler)}]"
         frame = pd.DataFrame.from_records([{k: v for k, v in r.items() if k != "row"} for r in records])
-        spec = records[0]["row"]["sampler"]
-        out = {"entry": entry, "contender": label, "reference": spec["name"] == "hmc" or
-               spec.get("model") in REFERENCE_MODELS, "runs": len(records), "observable": records[0]["observable"],
+        out = {"entry": entry, "contender": label, "baseline": first.plugin.baseline,
+               "reference": first.plugin.is_reference(first.sampler), "runs": len(records),
+               "observable": records[0]["observable"],
                "train_steps": frame.train_steps.mean(), "train_seconds": frame.train_seconds.mean()}
         for name in ("ess", "cost"):
             out[name], out[f"{name}_error"] = _pooled(frame[name].to_numpy(), frame[f"{name}_error"].to_numpy())
@@ -110,20 +107,22 @@ def leaderboard(rows: list[dict], *, by: str = "model", target_ess: float = 0.5,
             else:
                 out[column], out[f"{column}_error"] = math.nan, math.nan
         table.append(out)
+    if not table:
+        raise UsageError("no finished result rows to compare")
     board = pd.DataFrame.from_records(table)
-    hmc = board[board.contender == "hmc"].set_index("entry")
+    hmc = board[board.baseline].drop_duplicates("entry").set_index("entry")
     vs, n_star, n_star_error = [], [], []
     for r in board.itertuples():
-        if r.entry in hmc.index and r.contender != "hmc":
+        if r.entry in hmc.index and not r.baseline:
             h = hmc.loc[r.entry]
             vs.append(r.cost_amortised / h.cost)
             value, error = fits.break_even(r.train_seconds, r.cost, r.cost_error, h.cost, h.cost_error)
         else:
-            vs.append(1.0 if r.contender == "hmc" else math.nan)
+            vs.append(1.0 if r.baseline else math.nan)
             value, error = math.nan, math.nan
         n_star.append(value)
         n_star_error.append(error)
-    reference_flows = board[board.reference & (board.contender != "hmc")]
+    reference_flows = board[board.reference & ~board.baseline]
     best = reference_flows.groupby("entry").cost_amortised.min()
     board = board.assign(vs_hmc=vs, break_even_n=n_star, break_even_n_error=n_star_error,
                          vs_best_reference_flow=board.cost_amortised / board.entry.map(best))

@@ -4,7 +4,8 @@ HMC is written once against `FieldSpace`; a new manifold (the torus for U(1) lin
 spheres for O(N) models) is a new subclass, not a new HMC.
 
 Every method takes and returns batched tensors with the batch axis first; dtype and device
-come from the arguments, never from globals. Randomness only through an explicit
+come from the arguments, never from globals. A ``dtype`` argument names the real precision; a
+complex space (``is_complex``) returns points of the matching complex type (`FieldSpace.field_dtype`). Randomness only through an explicit
 ``torch.Generator`` so that runs are reproducible.
 """
 
@@ -21,8 +22,18 @@ class FieldSpace(ABC):
     Momenta live in the tangent space and are drawn from exp(−K(p)).
     """
 
+    is_complex = False  # points are complex tensors (SU(N) links, CP(N-1) fields, pseudofermions)
+
     def __init__(self, shape: tuple[int, ...]):
         self.shape = tuple(int(n) for n in shape)
+
+    def field_dtype(self, real_dtype: torch.dtype) -> torch.dtype:
+        """The dtype of the space's points at a real precision: ``real_dtype`` itself, or for complex
+        spaces the complex type of that precision (float32 -> complex64, float64 -> complex128).
+        ``dtype`` arguments of the methods below always name the real precision."""
+        if not self.is_complex:
+            return real_dtype
+        return torch.complex128 if real_dtype == torch.float64 else torch.complex64
 
     @abstractmethod
     def prior_sample(self, batch: int, *, generator=None, dtype=torch.float64, device=None) -> torch.Tensor:

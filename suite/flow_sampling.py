@@ -2,7 +2,7 @@
 independence Metropolis-Hastings chain with the model as proposal (``flow-mh``).
 
 Log-weights are log w = −S(x) − log q(x) (unnormalised: log Z is unknown); the action and the
-observables are evaluated in float64 whatever the model's dtype.
+observables are evaluated in float64 (complex128 for complex fields) whatever the model's dtype.
 """
 
 from __future__ import annotations
@@ -20,16 +20,19 @@ from suite.models import check_finite_log_q, check_samples
 def draw(model, theory, n_samples: int, batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
     """``n_samples`` independent draws: (observables (N,) each, log-weights (N,), wall seconds)."""
     observables, log_q, log_w = [], [], []
+    precise = theory.field.field_dtype(torch.float64)  # float64, or complex128 for complex fields
     start = time.perf_counter()
     for first in range(0, n_samples, batch_size):  # no host-device synchronisation in the loop
         n = min(batch_size, n_samples - first)
         x, batch_log_q = check_samples(model.sample(n), n, theory, finite=False)
-        x = x.to(torch.float64)
+        x = x.to(precise)
         log_q.append(batch_log_q)
         log_w.append(-theory.action(x) - batch_log_q.to(torch.float64))
         observables.append(theory.observables(x))
     check_finite_log_q(torch.cat(log_q), n_samples)
     log_w = torch.cat(log_w)
+    if not torch.isfinite(log_w).all():
+        raise ValueError("the model sampled configurations whose action is not finite (NaN or inf in x?)")
     if log_w.is_cuda:
         torch.cuda.synchronize(log_w.device)
     seconds = time.perf_counter() - start

@@ -10,7 +10,6 @@ Cost per independent sample of an observable = (wall seconds per measured config
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -154,17 +153,17 @@ def time_to_target(log: pd.DataFrame, target: float) -> dict:
     return out
 
 
-def run_time_to_target(row: dict, target: float) -> dict | None:
+def run_time_to_target(row, target: float) -> dict | None:
     """`time_to_target` of a result row's training curve; None when the run has no curve.
 
     A pretrained flow's seconds include its pretraining (``training.pretrain.seconds``); its
     steps are those on the entry's lattice.
     """
-    curve = Path(row.get("_folder", ".")) / row["artifacts"].get("training", "")
-    if "training" not in row["artifacts"] or not curve.is_file():
+    curve = row.artifact("training")
+    if curve is None or not curve.is_file():
         return None
     import pandas as pd
 
     crossing = time_to_target(pd.read_csv(curve), target)
-    crossing["seconds"] += ((row.get("training") or {}).get("pretrain") or {}).get("seconds", 0.0)
+    crossing["seconds"] += ((row.training or {}).get("pretrain") or {}).get("seconds", 0.0)
     return crossing

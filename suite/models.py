@@ -102,3 +102,19 @@ def check_finite_log_q(log_q: torch.Tensor, n: int, name: str = "model") -> None
     """A one-line UsageError if any log q drawn by ``sample(n)`` is non-finite (a host-device sync)."""
     if not torch.isfinite(log_q).all():
         raise UsageError(f"{name}: sample({n}) returned non-finite log_q")
+
+
+def check_model_spec(spec: str, hparams: dict) -> None:
+    """Check a model spec at study load, without building it: a registered name's hparam names, or
+    the form ``module:function`` / ``file.py:function`` of a user's factory."""
+    from reference.flows import REGISTRY, hparams as accepted
+
+    if spec in REGISTRY:
+        unknown = sorted(set(hparams) - set(accepted(spec)))
+        if unknown:
+            raise UsageError(f"model {spec!r}: unknown hyperparameter {unknown[0]!r}; valid: {', '.join(accepted(spec))}")
+        return
+    target, _, name = spec.rpartition(":")
+    if not target or not name:
+        raise UsageError(f"model {spec!r}: expected a registered name ({', '.join(REGISTRY)}), module:function "
+                         "or file.py:function")

@@ -44,7 +44,8 @@ from typing import Callable
 import torch
 
 from suite import __version__
-from suite.harness.results import append_row, device_name, now, prepare_output_folder, provenance
+from suite.harness.results import device_name, now, prepare_output_folder, provenance
+from suite.harness.rows import append_record
 from suite.report.throughput import KIND, label
 
 WORKLOADS = ("hmc", "sampling", "training")
@@ -312,7 +313,7 @@ def run_throughput(settings: Settings, out, log: Callable[[str], None] = print) 
             elif row["saved_tensor_bytes"] and saved_per_site is None:
                 saved_per_site = row["saved_tensor_bytes"] / (L * L)
             row.update(common)
-            append_row(out, row)
+            append_record(out, row)
             rows.append(row)
             log(summary(row))
     return rows

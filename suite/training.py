@@ -37,6 +37,11 @@ Checkpoints
     Written atomically (temporary file + ``os.replace``) every ``checkpoint_every`` steps and at the
     end: model, optimizer, scheduler, objective state, log, and the torch (CPU, CUDA), numpy and
     Python RNG states; ``resume=True`` continues bit-for-bit on CPU (a missing file starts afresh).
+    A SIGINT or SIGTERM (under `suite.interrupts.handle_signals`) stops the loop at the next step
+    boundary and writes a final checkpoint before `suite.errors.Interrupted` propagates.
+Errors
+    An exception escaping the loop carries ``training_step``, the step being taken, for the
+    caller's one-line message (`suite.errors.model_phase`); `TrainingDiverged` carries the log.
 """
 
 from __future__ import annotations
@@ -58,7 +63,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from suite.errors import UsageError
+from suite import interrupts
+from suite.errors import Interrupted, UsageError
 from suite.stats import effective_sample_size
 
 __all__ = ["Budget", "ForwardKL", "OBJECTIVES", "Objective", "PathGradient", "ReverseKL",
@@ -69,7 +75,11 @@ CHECKPOINT_FORMAT = "lftbench-training-1"
 
 
 class TrainingDiverged(RuntimeError):
-    """Too many consecutive steps with a non-finite loss or gradient."""
+    """Too many consecutive steps with a non-finite loss or gradient; ``log`` is the training log so far."""
+
+    def __init__(self, message: str, log: "TrainingLog | None" = None):
+        super().__init__(message)
+        self.log = log
 
 
 def _require_log_prob(model: nn.Module, who: str) -> None:
@@ -82,6 +92,7 @@ class Objective:
 
     name = ""
     reports_ess = True  # whether loss() returns log-weights (on some steps at least)
+    needs_log_prob = False  # whether the model must have log_prob(x)
 
     def check(self, model: nn.Module) -> None:
         """Raise TypeError if ``model`` lacks what the objective needs."""
@@ -133,6 +144,7 @@ class PathGradient(Objective):
     """Reverse KL with the path-gradient ("sticking the landing") estimator, arXiv:2207.08219."""
 
     name = "path-gradient"
+    needs_log_prob = True
 
     def __init__(self, theory):
         self.theory = theory
@@ -151,6 +163,7 @@ class ForwardKL(Objective):
     """``−mean log q`` over minibatches of ``samples`` (N, *lattice) from the target, e.g. HMC."""
 
     name = "forward-kl"
+    needs_log_prob = True
 
     def __init__(self, samples, theory=None, ess_every: int = 10, seed: int = 0):
         self.samples = torch.as_tensor(samples)
@@ -325,14 +338,22 @@ def train(model: nn.Module, objective: Objective, *, batch_size: int, lr: float,
         raise UsageError("resume=True needs a checkpoint_path")
     objective.check(model)
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise UsageError(f"{type(model).__name__} has no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     log, window, bad_run = TrainingLog(), deque(maxlen=budget.ess_window), 0
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     if resume and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT or state["objective_name"] != objective.name:
-            raise UsageError(f"{ckpt} is not a {objective.name} training checkpoint")
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise UsageError(f"{ckpt} cannot be read ({type(err).__name__}); rerun with --force to start the "
+                             "training afresh") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT \
+                or state.get("objective_name") != objective.name:
+            raise UsageError(f"{ckpt} is not a {objective.name} training checkpoint; rerun with --force to start "
+                             "the training afresh")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -363,46 +384,58 @@ def train(model: nn.Module, objective: Objective, *, batch_size: int, lr: float,
     bar = tqdm(total=budget.steps, initial=log.steps, desc=objective.name, unit="step",
                disable=None if progress is None else not progress)
     try:
-        while (reason := budget.reached(log.steps, log.seconds, window)) is None:
-            step, step_lr = log.steps + 1, optimizer.param_groups[0]["lr"]
-            optimizer.zero_grad(set_to_none=True)
-            loss, log_w = objective.loss(model, batch_size, step)
-            loss_value, grad_norm = float(loss.detach()), math.nan
-            ok = math.isfinite(loss_value)
-            if ok:
-                loss.backward()
-                grad_norm = float(nn.utils.clip_grad_norm_(params, clip_grad if clip_grad else math.inf))
-                ok = math.isfinite(grad_norm)
-            if ok:
-                optimizer.step()
-                bad_run = 0
-            else:
-                log.skipped, bad_run = log.skipped + 1, bad_run + 1
-            with warnings.catch_warnings():  # a skipped first step warns "scheduler before optimizer"
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
-                scheduler.step()
-            ess = math.nan
-            if log_w is not None and bool(torch.isfinite(log_w).all()):
-                ess = effective_sample_size(log_w.double().cpu().numpy())
-                window.append(ess)
-            log.steps, log.seconds = step, seconds_before + time.perf_counter() - start - io_seconds
-            log.cpu_seconds = cpu_before + time.process_time() - cpu_start - io_cpu_seconds
-            last = budget.reached(log.steps, log.seconds, window) is not None
-            if step % log_every == 0 or not ok or last:
-                log.rows.append({"step": step, "loss": loss_value, "ess": ess, "seconds": log.seconds,
-                                 "cpu_seconds": log.cpu_seconds,
-                                 "peak_memory_bytes": _peak_memory(device), "lr": step_lr,
-                                 "grad_norm": grad_norm, "skipped": not ok})
-                bar.set_postfix(loss=f"{loss_value:.4g}", ess=f"{ess:.3f}", refresh=False)
-            bar.update(1)
-            if bad_run >= max_bad_steps:
-                raise TrainingDiverged(
-                    f"training diverged: {bad_run} consecutive steps with non-finite loss or gradients "
-                    f"(at step {step}, {log.skipped} skipped in total)")
-            if ckpt is not None and step % checkpoint_every == 0:
-                wall, cpu = save()
-                io_seconds, io_cpu_seconds = io_seconds + wall, io_cpu_seconds + cpu
-                saved_at = step
+        with interrupts.deferred():
+            while (reason := budget.reached(log.steps, log.seconds, window)) is None:
+                interrupts.raise_if_pending()
+                step, step_lr = log.steps + 1, optimizer.param_groups[0]["lr"]
+                optimizer.zero_grad(set_to_none=True)
+                loss, log_w = objective.loss(model, batch_size, step)
+                loss_value, grad_norm = float(loss.detach()), math.nan
+                ok = math.isfinite(loss_value)
+                if ok:
+                    loss.backward()
+                    grad_norm = float(nn.utils.clip_grad_norm_(params, clip_grad if clip_grad else math.inf))
+                    ok = math.isfinite(grad_norm)
+                if ok:
+                    optimizer.step()
+                    bad_run = 0
+                else:
+                    log.skipped, bad_run = log.skipped + 1, bad_run + 1
+                with warnings.catch_warnings():  # a skipped first step warns "scheduler before optimizer"
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+                    scheduler.step()
+                ess = math.nan
+                if log_w is not None and bool(torch.isfinite(log_w).all()):
+                    ess = effective_sample_size(log_w.double().cpu().numpy())
+                    window.append(ess)
+                log.steps, log.seconds = step, seconds_before + time.perf_counter() - start - io_seconds
+                log.cpu_seconds = cpu_before + time.process_time() - cpu_start - io_cpu_seconds
+                last = budget.reached(log.steps, log.seconds, window) is not None
+                if step % log_every == 0 or not ok or last:
+                    log.rows.append({"step": step, "loss": loss_value, "ess": ess, "seconds": log.seconds,
+                                     "cpu_seconds": log.cpu_seconds,
+                                     "peak_memory_bytes": _peak_memory(device), "lr": step_lr,
+                                     "grad_norm": grad_norm, "skipped": not ok})
+                    bar.set_postfix(loss=f"{loss_value:.4g}", ess=f"{ess:.3f}", refresh=False)
+                bar.update(1)
+                if bad_run >= max_bad_steps:
+                    log.stop_reason = "diverged"
+                    raise TrainingDiverged(
+                        f"training diverged: {bad_run} consecutive steps with non-finite loss or gradients "
+                        f"(at step {step}, {log.skipped} skipped in total)", log)
+                if ckpt is not None and step % checkpoint_every == 0:
+                    wall, cpu = save()
+                    io_seconds, io_cpu_seconds = io_seconds + wall, io_cpu_seconds + cpu
+                    saved_at = step
+    except Interrupted:  # SIGINT/SIGTERM held to a step boundary (`suite.interrupts`): keep the steps taken
+        if ckpt is not None and saved_at != log.steps:
+            save()
+        raise
+    except TrainingDiverged:
+        raise
+    except Exception as err:  # tell the caller where it happened
+        err.training_step = log.steps + 1
+        raise
     finally:
         bar.close()
     log.stop_reason = reason

@@ -9,7 +9,7 @@ import pytest
 
 from suite.cli import main
 from suite.harness import runner
-from suite.harness.results import RESULTS_FILE, read_rows
+from suite.harness.rows import RESULTS_FILE, read_rows
 
 TINY = ["--chains", "4", "--therm", "30", "--n-traj", "60"]
 
@@ -34,7 +34,7 @@ def test_list_json_and_tier(capsys):
 @pytest.mark.parametrize("args,message", [
     (["run", "--entry", "phi4/nope/L8", "--out", "{tmp}"], "unknown entry id"),
     (["run", "--entry", "phi4/free/L8", "--sampler", "gibbs", "--out", "{tmp}"], "unknown sampler"),
-    (["run", "--entry", "phi4/free/L8", "--n-traj", "-5", "--out", "{tmp}"], "'n_traj' must be >= 1"),
+    (["run", "--entry", "phi4/free/L8", "--n-traj", "-5", "--out", "{tmp}"], "'n_traj' must be >= 2"),
     (["run", "--entry", "phi4/free/L8", "--chains", "0", "--out", "{tmp}"], "'chains' must be >= 1"),
     (["run", "--entry", "phi4/free/L8", "--traj-length", "-1", "--out", "{tmp}"], "trajectory_length"),
     (["run", "--entry", "phi4/free/L8", "--out", "/proc/forbidden"], "not writable"),
@@ -69,32 +69,35 @@ def test_run_report_and_resume(tmp_path, capsys):
     rows = read_rows(out)
     assert len(rows) == 1
     row = rows[0]
-    assert row["entry"] == "phi4/free/L8" and row["seed"] == 3 and row["catalogue_version"] >= 1
-    assert row["sampler"]["chains"] == 4 and row["observables"]["chi2"]["n_samples"] == 4 * 60
-    assert set(row["reference"]) >= {"chi2", "phi2", "xi2nd"}
-    assert "git_commit" in row["provenance"] and row["provenance"]["packages"]["torch"]
-    assert (out / row["artifacts"]["chains"]).exists()
+    assert row.entry == "phi4/free/L8" and row.seed == 3 and row.catalogue_version >= 1
+    assert row.sampler["chains"] == 4 and row.observables["chi2"]["n_samples"] == 4 * 60
+    assert set(row.reference) >= {"chi2", "phi2", "xi2nd"}
+    assert "git_commit" in row.provenance and row.provenance["packages"]["torch"]
+    assert (out / row.artifacts["chains"]).exists()
     # The same task again is skipped; --force runs it again.
     assert main(["run", "--entry", "phi4/free/L8", *TINY, "--seed", "3", "--out", str(out)]) == 0
     assert len(read_rows(out)) == 1
     assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert "phi4/free/L8" in report and "pull" in report
-    assert (tmp_path / "report" / "figures" / f"{row['run_id']}.png").stat().st_size > 1000
+    assert (tmp_path / "report" / "figures" / f"{row.run_id}.png").stat().st_size > 1000
     assert (tmp_path / "report" / "observables.csv").exists()
     # Reference blocks printed from the rows parse as catalogue TOML and carry the row's numbers.
     capsys.readouterr()
     assert main(["references", str(out), "--study", "mine", "--observables", "chi2,phi2"]) == 0
     blocks = tomllib.loads(capsys.readouterr().out.replace("[entry.", "[e."))
-    assert blocks["e"]["reference"]["chi2"]["value"] == row["observables"]["chi2"]["value"]
+    assert blocks["e"]["reference"]["chi2"]["value"] == row.observables["chi2"]["value"]
     assert blocks["e"]["reference"]["phi2"]["provenance"].startswith("computed: hmc, 4 chains x 60")
 
 
-def test_crash_keeps_earlier_rows_and_torn_lines_are_ignored(tmp_path, monkeypatch):
-    study = tmp_path / "two.toml"
+def test_a_failed_task_keeps_earlier_rows_the_study_goes_on_and_torn_lines_are_ignored(tmp_path, monkeypatch,
+                                                                                      capsys):
+    from suite.samplers.hmc import HMC
+
+    study = tmp_path / "three.toml"
     study.write_text('[[task]]\nentries = ["phi4/free/L8"]\nsampler = { name = "hmc", chains = 2, n_therm = 10, '
-                     'n_traj = 20 }\nseeds = [0, 1]\n')
-    real = runner.run_sampler
+                     'n_traj = 20 }\nseeds = [0, 1, 2]\n')
+    real = HMC.run
     calls = []
 
     def dies_on_second(*args, **kwargs):
@@ -103,16 +106,18 @@ def test_crash_keeps_earlier_rows_and_torn_lines_are_ignored(tmp_path, monkeypat
             raise RuntimeError("simulated crash")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "run_sampler", dies_on_second)
+    monkeypatch.setattr(HMC, "run", dies_on_second)
     out = tmp_path / "results"
-    with pytest.raises(RuntimeError):
-        main(["run", str(study), "--out", str(out)])
-    assert [r["seed"] for r in read_rows(out)] == [0]
+    assert main(["run", str(study), "--out", str(out)]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lftbench: error")]
+    assert errors == ["lftbench: error: phi4/free/L8 hmc seed 1: failed during sampling: RuntimeError: simulated crash"]
+    assert [r.seed for r in read_rows(out)] == [0, 2]
+    assert not any((out / "runs").glob("*-s1-*"))  # no empty folder left by the failed task
     with open(out / RESULTS_FILE, "a") as f:
         f.write('{"run_id": "torn')  # a crash in the middle of a write
-    monkeypatch.setattr(runner, "run_sampler", real)
+    monkeypatch.setattr(HMC, "run", real)
     assert main(["run", str(study), "--out", str(out)]) == 0  # resumes: only seed 1 runs
-    assert sorted(r["seed"] for r in read_rows(out)) == [0, 1]
+    assert sorted(r.seed for r in read_rows(out)) == [0, 1, 2]
 
 
 def test_validate_passes_on_free_field(tmp_path, capsys, monkeypatch):

@@ -10,13 +10,15 @@ import pytest
 from suite.cli import main
 from suite.compare import leaderboard
 from suite.metrics import time_to_target
+from conftest import result_row
+from suite.harness.rows import encode
 
 
 def hmc_row(entry="phi4/xi2/L8", tau=5.0, seconds_per_config=1e-3):
     est = {"value": 1.0, "error": 0.01, "tau_int": tau, "tau_int_error": 0.1 * tau,
            "seconds_per_independent_sample": seconds_per_config * 2 * tau}
-    return {"run_id": f"hmc-{entry}", "entry": entry, "theory": "phi4", "sampler": {"name": "hmc"}, "seed": 0,
-            "metrics": {"acceptance": 0.8}, "observables": {"chi2": est}, "training": None, "artifacts": {}}
+    return result_row(run_id=f"hmc-{entry}", entry=entry, theory="phi4", sampler={"name": "hmc"}, seed=0,
+                      metrics={"acceptance": 0.8}, observables={"chi2": est}, training=None, artifacts={})
 
 
 def flow_row(folder, model="hybrid", entry="phi4/xi2/L8", ess=0.2, seed=0, train_seconds=100.0,
@@ -31,11 +33,11 @@ def flow_row(folder, model="hybrid", entry="phi4/xi2/L8", ess=0.2, seed=0, train
         folder / "runs" / run_id / "training.csv", index=False)
     est = {"value": 1.0, "error": 0.01, "tau_int": 0.5, "tau_int_error": 0.0,
            "seconds_per_independent_sample": seconds_per_sample / ess}
-    return {"run_id": run_id, "entry": entry, "theory": "phi4",
-            "sampler": {"name": "flow", "model": model, "objective": "reverse-kl"}, "seed": seed,
-            "metrics": {"ess": {"value": ess, "error": 0.1 * ess, "n_samples": 16384}},
-            "observables": {"chi2": est}, "training": {"steps": 1000, "seconds": train_seconds},
-            "artifacts": {"training": f"runs/{run_id}/training.csv"}, "_folder": str(folder)}
+    return result_row(run_id=run_id, entry=entry, theory="phi4",
+                      sampler={"name": "flow", "model": model, "objective": "reverse-kl"}, seed=seed,
+                      metrics={"ess": {"value": ess, "error": 0.1 * ess, "n_samples": 16384}},
+                      observables={"chi2": est}, training={"steps": 1000, "seconds": train_seconds},
+                      artifacts={"training": f"runs/{run_id}/training.csv"}, folder=folder)
 
 
 def test_time_to_target_finds_the_crossing():
@@ -79,8 +81,7 @@ def test_seeds_are_pooled_with_their_spread(tmp_path):
 
 def test_compare_cli_reads_folders_and_prints_every_format(tmp_path, capsys):
     rows = [hmc_row(), flow_row(tmp_path, "affine"), flow_row(tmp_path, "spline")]
-    (tmp_path / "results.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "_folder"}) + "\n"
-                                                    for r in rows))
+    (tmp_path / "results.jsonl").write_text("".join(encode(r.to_dict()) for r in rows))
     assert main(["compare", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "### phi4/xi2/L8" in text and "| hmc |" in text and "break-even N" in text
@@ -92,8 +93,8 @@ def test_compare_cli_reads_folders_and_prints_every_format(tmp_path, capsys):
 
 def test_recipes_of_one_model_are_not_pooled_as_seeds(tmp_path):
     short, long = flow_row(tmp_path, ess=0.1, seed=0), flow_row(tmp_path, ess=0.4, seed=1)
-    short["sampler"].update(budget_steps=1000, batch_size=64)
-    long["sampler"].update(budget_steps=0, batch_size=128, pretrain={"L": 4, "budget_steps": 6000})
+    short.sampler.update(budget_steps=1000, batch_size=64)
+    long.sampler.update(budget_steps=0, batch_size=128, pretrain={"L": 4, "budget_steps": 6000})
     board = leaderboard([short, long, hmc_row()])
     flows = board[board.contender != "hmc"].set_index("contender")
     assert set(flows.index) == {"hybrid [1000 steps × batch 64]",

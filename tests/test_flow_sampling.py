@@ -14,7 +14,7 @@ from suite.cli import main
 from suite.errors import UsageError
 from suite.exact.free_scalar import free_scalar_exact
 from suite.flow_sampling import direct_sampling_chain, independence_metropolis_chain, independence_metropolis_indices
-from suite.harness.results import read_rows
+from suite.harness.rows import read_rows
 from suite.metrics import estimate_observables, sampler_metrics
 from suite.models import build_model
 from suite.stats import gamma_method
@@ -102,12 +102,12 @@ def test_cli_trains_a_user_model_from_a_file_and_a_reference_flow(tmp_path):
     assert main(["run", "--sampler", "flow", "--model", f"{EXAMPLE}:build", "--lr", "0.05", *common]) == 0
     assert main(["run", "--sampler", "flow-mh", "--model", "affine", "--hparams", '{"n_layers": 2}', *common]) == 0
     rows = read_rows(out)
-    assert [r["sampler"]["model"] for r in rows] == [f"{EXAMPLE}:build", "affine"]
+    assert [r.sampler["model"] for r in rows] == [f"{EXAMPLE}:build", "affine"]
     for row in rows:
-        assert row["training"]["steps"] == 30 and row["dtype"] == "float32"
-        assert 0 < row["metrics"]["ess"]["value"] <= 1
-        assert {"chains", "training", "model"} <= set(row["artifacts"])
-    assert 0 <= rows[1]["metrics"]["acceptance"] <= 1
+        assert row.training["steps"] == 30 and row.dtype == "float32"
+        assert 0 < row.metrics["ess"]["value"] <= 1
+        assert {"chains", "training", "model"} <= set(row.artifacts)
+    assert 0 <= rows[1].metrics["acceptance"] <= 1
     assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## Flow runs" in report and "fourier_gaussian.py:build" in report
@@ -120,5 +120,5 @@ def test_cli_bad_flow_input_is_one_line(tmp_path):
     assert proc.returncode == 2 and "JSON object" in proc.stderr and "Traceback" not in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "suite.cli", "run", "--entry", "phi4/free/L8", "--sampler", "flow",
                            "--objective", "kl", "--out", str(tmp_path)], capture_output=True, text=True)
-    assert proc.returncode == 2 and "unknown objective" in proc.stderr
+    assert proc.returncode == 2 and "'objective' must be one of" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

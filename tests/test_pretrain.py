@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from suite.errors import UsageError
-from suite.harness.results import read_rows
+from suite.harness.rows import read_rows
 from suite.harness.runner import run_tasks, task_key
-from suite.harness.samplers import normalise_spec
+from suite.samplers import spec_dict
 from suite.harness.study import Task
 
 SPEC = {"name": "flow-mh", "model": "u1-equivariant", "hparams": {"n_layers": 2}, "batch_size": 8,
@@ -14,7 +14,7 @@ SPEC = {"name": "flow-mh", "model": "u1-equivariant", "hparams": {"n_layers": 2}
 
 
 def _run(tmp_path, entries, **spec):
-    sampler = normalise_spec({**SPEC, **spec})
+    sampler = spec_dict({**SPEC, **spec})
     run_tasks([Task(e, sampler, 0) for e in entries], tmp_path, log=lambda *_: None)
     return read_rows(tmp_path)
 
@@ -25,29 +25,29 @@ def test_the_pretrained_flow_is_shared_and_used_as_is_on_a_larger_lattice(tmp_pa
     assert len(folders) == 1  # one pretraining for both lattices
     pretrained = torch.load(folders[0] / "model.pt", weights_only=True)
     for row in rows:
-        used = torch.load(tmp_path / row["artifacts"]["model"], weights_only=True)
+        used = torch.load(tmp_path / row.artifacts["model"], weights_only=True)
         assert used.keys() == pretrained.keys()
         assert all(torch.equal(used[k], pretrained[k]) for k in used)
-        training = row["training"]
+        training = row.training
         assert training["steps"] == 0 and training["pretrain"]["steps"] == 6 and training["pretrain"]["L"] == 4
         assert training["seconds"] == training["pretrain"]["seconds"] > 0
-        assert "training" not in row["artifacts"]  # no steps on the entry's lattice, no curve
-    assert rows[0]["training"]["pretrain"] == rows[1]["training"]["pretrain"]  # reused, not trained again
+        assert "training" not in row.artifacts  # no steps on the entry's lattice, no curve
+    assert rows[0].training["pretrain"] == rows[1].training["pretrain"]  # reused, not trained again
 
 
 def test_training_on_after_pretraining_moves_the_parameters_and_counts_both_costs(tmp_path):
     rows = _run(tmp_path, ["u1/beta2/L8"], budget_steps=3)
     (folder,) = (tmp_path / "pretrain").iterdir()
     pretrained = torch.load(folder / "model.pt", weights_only=True)
-    trained = torch.load(tmp_path / rows[0]["artifacts"]["model"], weights_only=True)
+    trained = torch.load(tmp_path / rows[0].artifacts["model"], weights_only=True)
     assert any(not torch.equal(trained[k], pretrained[k]) for k in trained)
-    training = rows[0]["training"]
+    training = rows[0].training
     assert training["steps"] == 3
     assert training["seconds"] > training["pretrain"]["seconds"] > 0
 
 
 def test_pretraining_keeps_the_keys_of_runs_without_it():
-    spec = normalise_spec({"name": "flow", "budget_steps": 5})
+    spec = spec_dict({"name": "flow", "budget_steps": 5})
     without = {k: v for k, v in spec.items() if k != "pretrain"}
     assert task_key(Task("phi4/aks2019/L8", spec, 0), "float32", "cpu") == \
         task_key(Task("phi4/aks2019/L8", without, 0), "float32", "cpu")
@@ -57,17 +57,17 @@ def test_pretraining_keeps_the_keys_of_runs_without_it():
 
 @pytest.mark.parametrize("pretrain, message", [
     ({"L": 4}, "budget_steps"),
-    ({"L": 1, "budget_steps": 3}, "L = an integer >= 2"),
-    ({"L": 4, "budget_steps": 3, "lr": 0.1}, "no field 'lr'"),
+    ({"L": 1, "budget_steps": 3}, "'L' must be >= 2"),
+    ({"L": 4, "budget_steps": 3, "lr": 0.1}, "no option 'lr'"),
 ])
 def test_bad_pretrain_options_are_one_line_errors(pretrain, message):
     with pytest.raises(UsageError, match=message):
-        normalise_spec({**SPEC, "pretrain": pretrain})
+        spec_dict({**SPEC, "pretrain": pretrain})
 
 
 def test_a_flow_without_any_budget_is_refused():
     with pytest.raises(UsageError, match="needs a training budget"):
-        normalise_spec({"name": "flow", "budget_steps": 0})
+        spec_dict({"name": "flow", "budget_steps": 0})
 
 
 def test_a_model_whose_parameters_depend_on_the_lattice_cannot_be_pretrained(tmp_path):

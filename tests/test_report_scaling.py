@@ -4,6 +4,7 @@ back, and every figure and table is written in each format."""
 import numpy as np
 import pandas as pd
 
+from conftest import result_row
 from suite.report.scaling import scaling_section
 
 XI = {"phi4/xi2/L8": 2.0, "phi4/xi3/L12": 3.0, "phi4/xi4/L16": 4.0}
@@ -15,7 +16,7 @@ def row(entry, lattice, sampler, folder, *, tau=0.5, ess=None, reach_step=None, 
                           "seconds_per_independent_sample": 1e-3 * 2 * tau if ess is None else 1e-4 / ess}
                    for name in ("chi2", "abs_mag")}
     out = {"run_id": f"{entry}-{sampler}", "entry": entry, "theory": "phi4", "lattice": [lattice, lattice],
-           "volume": lattice**2, "seed": 0, "device_name": "test CPU", "_folder": str(folder), "artifacts": {},
+           "volume": lattice**2, "seed": 0, "device_name": "test CPU", "artifacts": {},
            "observables": observables, "metrics": {}, "training": None,
            "reference": {"xi2nd": {"value": xi, "error": 0.01}} if xi else {},
            "sampler": {"name": "hmc"} if sampler == "hmc" else
@@ -28,7 +29,7 @@ def row(entry, lattice, sampler, folder, *, tau=0.5, ess=None, reach_step=None, 
         pd.DataFrame({"step": steps, "seconds": 0.05 * steps, "loss": 0.0,
                       "ess": np.where(steps >= reach_step, 0.5, 0.01)}).to_csv(path, index=False)
         out["artifacts"]["training"] = path.name
-    return out
+    return result_row(folder, **out)
 
 
 def test_scaling_section_fits_and_writes_every_format(tmp_path):
@@ -71,8 +72,8 @@ def test_ess_points_with_few_effective_samples_are_left_out_of_the_volume_fit(tm
     rng = np.random.default_rng(1)
     rows = [row(e, L, "flow", tmp_path, ess=0.9 ** (L * L / 64) * (1 + 0.03 * rng.normal()), reach_step=10 * L)
             for e, L in VOLUME_LINE.items()]
-    rows[-1]["metrics"]["ess"] = {"value": 0.5, "error": 0.01, "n_samples": 100}  # L = 24: 50 effective samples
-    rows[-2]["metrics"]["ess"]["pareto_k"] = 0.95  # L = 16: a tail too heavy for the ESS to converge
+    rows[-1].metrics["ess"] = {"value": 0.5, "error": 0.01, "n_samples": 100}  # L = 24: 50 effective samples
+    rows[-2].metrics["ess"]["pareto_k"] = 0.95  # L = 16: a tail too heavy for the ESS to converge
     (tmp_path / "figures").mkdir()
     scaling_section(rows, tmp_path, target_ess=0.1, n_independent=1e4)
     ess = pd.read_csv(tmp_path / "tables" / "ess-vs-volume.csv")

@@ -4,7 +4,7 @@ lattice, samplers kept apart by their labels, N_eff(Q) = N / (2 τ_int(Q))."""
 import pandas as pd
 
 from suite.harness.runner import run_tasks
-from suite.harness.samplers import normalise_spec
+from suite.samplers import spec_dict
 from suite.harness.study import Task
 from suite.report.build import build_report
 
@@ -15,7 +15,7 @@ FLOW = {"name": "flow-mh", "model": "u1-equivariant", "hparams": {"n_layers": 2}
 
 def test_freezing_section_has_both_samplers_at_every_beta(tmp_path):
     entries = ["u1/beta1/L8", "u1/beta2/L8"]
-    tasks = [Task(e, normalise_spec(spec), 0) for spec in (HMC, FLOW) for e in entries]
+    tasks = [Task(e, spec_dict(spec), 0) for spec in (HMC, FLOW) for e in entries]
     run_tasks(tasks, tmp_path / "results", log=lambda *_: None)
     report = build_report([tmp_path / "results"], tmp_path / "report").read_text()
     assert "## Topological freezing, U(1) 8x8" in report

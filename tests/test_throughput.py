@@ -5,7 +5,7 @@ import torch
 
 from suite import throughput
 from suite.cli import main
-from suite.harness.results import read_rows
+from suite.harness.rows import read_records
 from suite.report import build_report
 
 TINY = ["--sizes", "4", "8", "--batch", "4", "--repeats", "1", "--warmup", "1", "--min-seconds", "0",
@@ -16,7 +16,7 @@ TINY = ["--sizes", "4", "8", "--batch", "4", "--repeats", "1", "--warmup", "1", 
 def rows(tmp_path_factory):
     out = tmp_path_factory.mktemp("throughput")
     assert main(["throughput", "--out", str(out), *TINY]) == 0
-    return out, read_rows(out)
+    return out, read_records(out, "throughput")
 
 
 def test_rows_are_sensible(rows):

@@ -37,11 +37,11 @@ class AutocorrelationTime:
 
     def track_tau_int_chi2(self):
         from suite.catalogue import get_entry
-        from suite.harness.samplers import normalise_spec, run_sampler
+        from suite.samplers import run_sampler, spec_dict
         from suite.metrics import estimate_observables
 
         target = get_entry("phi4/tutorial2021/L8").build_theory()
-        spec = normalise_spec({"name": "hmc", "n_therm": 200, "n_traj": 1000})
+        spec = spec_dict({"name": "hmc", "n_therm": 200, "n_traj": 1000})
         with tempfile.TemporaryDirectory() as run_dir:
             chain, _ = run_sampler(spec, target, seed=SEED, device="cpu", dtype=torch.float64, run_dir=Path(run_dir),
                                    progress=False)

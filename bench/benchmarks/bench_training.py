@@ -48,11 +48,11 @@ class TrainedQuality:
 
     def track_ess_affine_300_steps(self):
         from suite.catalogue import get_entry
-        from suite.harness.samplers import normalise_spec, run_sampler
+        from suite.samplers import run_sampler, spec_dict
         from suite.metrics import sampler_metrics
 
         target = get_entry("phi4/free/L8").build_theory()
-        spec = normalise_spec({"name": "flow", "model": "affine", "hparams": {"n_layers": 8}, "lr": 3e-3,
+        spec = spec_dict({"name": "flow", "model": "affine", "hparams": {"n_layers": 8}, "lr": 3e-3,
                                "budget_steps": 300, "n_samples": 4096})
         with tempfile.TemporaryDirectory() as run_dir:
             chain, _ = run_sampler(spec, target, seed=SEED, device="cpu", dtype=torch.float32, run_dir=Path(run_dir),

@@ -1,8 +1,9 @@
-"""Result rows (one JSON line per run, appended atomically) and the provenance every row records."""
+"""The provenance every result row records, and the output-folder check shared by every writer.
+
+Rows themselves are read and written by `suite.harness.rows`."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -13,7 +14,6 @@ from pathlib import Path
 
 from suite.errors import UsageError
 
-RESULTS_FILE = "results.jsonl"
 PACKAGES = ("lftbench", "torch", "numpy", "scipy", "pandas", "matplotlib", "tqdm")
 
 
@@ -28,40 +28,6 @@ def prepare_output_folder(folder: str | Path) -> Path:
     except OSError as err:
         raise UsageError(f"output folder {str(folder)!r} is not writable ({err.strerror})") from None
     return folder
-
-
-def append_row(folder: str | Path, row: dict) -> None:
-    """Append one row to ``folder/results.jsonl`` with a single write, flushed to disk.
-
-    A torn last line left by a crash is terminated first, so it cannot swallow the new row.
-    """
-    path = Path(folder) / RESULTS_FILE
-    line = json.dumps(row, allow_nan=True) + "\n"
-    if path.exists() and path.stat().st_size > 0:
-        with open(path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                line = "\n" + line
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_rows(folder: str | Path) -> list[dict]:
-    """All complete rows of ``folder/results.jsonl``; a torn last line (a crash mid-write) is skipped."""
-    path = Path(folder) / RESULTS_FILE
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
 
 
 def _git(*args: str) -> str | None:

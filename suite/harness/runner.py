@@ -1,29 +1,47 @@
-"""Run tasks: sample, measure, write artifacts atomically, then append one result row.
+"""Run tasks: sample, measure, write artifacts atomically, then write one result row.
 
-A task already present in ``results.jsonl`` (same entry, sampler spec, seed, dtype, device
-kind, catalogue version) is skipped, so an interrupted study resumes where it stopped; a run
-that dies leaves earlier rows and artifacts intact.
+A task is keyed by what it computes (`task_key`: entry, sampler spec, seed, dtype, device kind,
+catalogue version). A task whose row is in ``results.jsonl`` is skipped, so an interrupted study
+resumes where it stopped; ``force`` runs it again and its new row replaces the old one.
+
+Each task holds a lock while it runs (`suite.harness.rows.task_lock`): two processes running the
+same study into one folder share the work — each skips the tasks the other holds — and never
+write the same task twice. Artifacts are written to unique temporary names and renamed into
+place; a task that fails leaves no row, and no empty ``runs/<key>/`` folder.
+
+Outcomes per task: ``ok`` (row written), ``diverged`` (training diverged: a row with status
+``diverged`` and its training curve; the study goes on), ``failed`` (a fault, reported in one line
+naming the task and the phase; the study goes on), ``skipped`` (done already, or running in
+another process). A row that cannot be written (full disk, read-only file) stops the whole run.
+A SIGINT/SIGTERM stops it too, after the training in progress has written its checkpoint; an
+interrupted task is continued with ``resume`` (or restarted with ``force``) — run without either,
+it is refused rather than silently restarted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from suite import __version__
 from suite.catalogue import catalogue_version, get_entry
-from suite.harness.results import append_row, device_name, now, prepare_output_folder, provenance, read_rows
-from suite.harness.samplers import DEFAULT_DTYPE, pretrain_key, run_sampler
+from suite.errors import Diverged, TaskFailure, UsageError, one_line
+from suite.harness import rows as rowio
+from suite.harness.executors import IndexedTask, LocalExecutor
+from suite.harness.results import device_name, now, provenance
 from suite.harness.study import Task
-from suite.metrics import estimate_observables, pulls, sampler_metrics
-
+from suite.samplers import RunContext, parse_spec
 
 # Options added after results were first written, left out of the task key at their default so that
 # existing results keep their keys.
 LATER_OPTIONS = {"pretrain": {}}
 ARTIFACTS = {"chains": "chains.npz", "training": "training.csv", "model": "model.pt"}
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "cannot allocate memory")  # torch's messages
+RESUMABLE = "checkpoint.pt"  # a run folder with this file and no row is an interrupted training
 
 
 def task_key(task: Task, dtype: str, device: str) -> str:
@@ -35,77 +53,157 @@ def task_key(task: Task, dtype: str, device: str) -> str:
     return f"{task.entry_id.replace('/', '_')}-{task.sampler['name']}-s{task.seed}-{digest}"
 
 
-def run_task(task: Task, out: Path, *, device: str = "cpu", dtype: str | None = None, resume: bool = False,
-             progress=None) -> dict:
-    """Run one task, save its artifacts under ``runs/<key>/`` and append its row; returns the row.
+def task_dtype(task: Task, dtype: str | None) -> str:
+    """The real precision a task runs in: ``dtype``, or its sampler's default."""
+    return dtype or parse_spec(task.sampler)[0].default_dtype
 
-    ``dtype`` None means the sampler's default (HMC float64, flows float32).
+
+def describe_task(task: Task) -> str:
+    return f"{task.entry_id} {task.sampler['name']} seed {task.seed}"
+
+
+def _relative(path: Path, out: Path) -> str:
+    return str(Path(path).relative_to(out))
+
+
+def _save_chain(chain, path: Path) -> None:
+    try:
+        chain.save(path)
+    except OSError as err:
+        raise TaskFailure(f"failed while writing {path.name} ({err.strerror or err})") from None
+
+
+def _row(task: Task, entry, key: str, *, dtype: str, device: str, started: str, **fields) -> rowio.ResultRow:
+    return rowio.ResultRow(
+        run_id=key, entry=entry.id, theory=entry.theory, lattice=tuple(entry.lattice), volume=entry.volume,
+        params={"convention": entry.convention, **entry.params}, sampler=task.sampler, seed=task.seed,
+        device=device, device_name=device_name(device), dtype=dtype, suite_version=__version__,
+        catalogue_version=catalogue_version(),
+        provenance={**provenance(), "start_time": started, "end_time": now()}, **fields)
+
+
+def run_task(task: Task, out: Path, *, device: str = "cpu", dtype: str | None = None, resume: bool = False,
+             force: bool = False, progress=None) -> rowio.ResultRow:
+    """Run one task, save its artifacts under ``runs/<key>/`` and write its row; returns the row.
+
+    ``dtype`` None means the sampler's default (HMC float64, flows float32). Raises `TaskFailure`
+    (one line, naming the phase) for a fault; a diverged training gives a row with status ``diverged``.
     """
     import torch
 
-    dtype = dtype or DEFAULT_DTYPE[task.sampler["name"]]
+    from suite.metrics import estimate_observables, pulls, sampler_metrics
+
+    out = Path(out)
+    plugin, spec = parse_spec(task.sampler)
+    dtype = dtype or plugin.default_dtype
     entry = get_entry(task.entry_id)
-    theory = entry.build_theory()
     key = task_key(task, dtype, device)
     run_dir = out / "runs" / key
+    if (run_dir / RESUMABLE).exists() and not resume:
+        if not force:
+            raise UsageError(f"task {describe_task(task)} was interrupted (its training checkpoint is in "
+                             f"{run_dir}); rerun with --resume to continue it or --force to start it afresh")
+        shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    pretrain = None
-    if task.sampler.get("pretrain"):
-        size = task.sampler["pretrain"]["L"]
-        folder = out / "pretrain" / pretrain_key(task.sampler, entry, seed=task.seed, dtype=dtype, device=device,
-                                                 catalogue=catalogue_version())
-        pretrain = (entry.build_theory(lattice=(size,) * len(entry.lattice)), folder)
-    started = now()
-    wall = time.perf_counter()
-    chain, training = run_sampler(task.sampler, theory, seed=task.seed, device=device, dtype=getattr(torch, dtype),
-                                  run_dir=run_dir, resume=resume, progress=progress, pretrain=pretrain)
-    configs = chain.shape[0] * chain.shape[1]
-    sampling = chain.timings["sampling"]
-    estimates = estimate_observables(chain, theory, seconds_per_config=sampling / configs)
-    chain.save(run_dir / "chains.npz")
-    artifacts = {kind: str(Path("runs") / key / name) for kind, name in ARTIFACTS.items() if (run_dir / name).exists()}
-    row = {
-        "run_id": key,
-        "suite_version": __version__,
-        "catalogue_version": catalogue_version(),
-        "entry": entry.id,
-        "theory": entry.theory,
-        "lattice": list(entry.lattice),
-        "volume": entry.volume,
-        "params": {"convention": entry.convention, **entry.params},
-        "sampler": task.sampler,
-        "seed": task.seed,
-        "device": device,
-        "device_name": device_name(device),
-        "dtype": dtype,
-        "sampler_info": chain.info,
-        "training": training,
-        "timings": {**chain.timings, "total": time.perf_counter() - wall},
-        "throughput": {
-            "configs_per_second": configs / sampling,
-            "site_updates_per_second": configs * entry.volume / sampling,
-        },
-        "metrics": sampler_metrics(chain),
-        "observables": estimates,
-        "reference": pulls(estimates, entry.reference_values()),
-        "artifacts": artifacts,
-        "provenance": {**provenance(), "start_time": started, "end_time": now()},
-    }
-    append_row(out, row)
-    return row
+    context = RunContext(entry=entry, seed=task.seed, device=device, dtype=getattr(torch, dtype), run_dir=run_dir,
+                         out=out, catalogue_version=catalogue_version(), resume=resume, progress=progress)
+    started, wall = now(), time.perf_counter()
+    phase = "setup"
+    try:
+        theory = entry.build_theory()
+        phase = "sampling"
+        try:
+            chain, training = plugin.run(spec, theory, context)
+        except Diverged as err:
+            artifacts = {kind: _relative(run_dir / name, out) for kind, name in ARTIFACTS.items()
+                         if (run_dir / name).exists()}
+            row = _row(task, entry, key, dtype=dtype, device=device, started=started, training=err.training,
+                       timings={"total": time.perf_counter() - wall}, artifacts=artifacts, status="diverged",
+                       message=str(err))
+            rowio.write_row(out, row)
+            return row
+        phase = "measurement"
+        configs = chain.shape[0] * chain.shape[1]
+        sampling = chain.timings["sampling"]
+        estimates = estimate_observables(chain, theory, seconds_per_config=sampling / configs)
+        phase = "writing"
+        _save_chain(chain, run_dir / ARTIFACTS["chains"])
+        artifacts = {kind: _relative(run_dir / name, out) for kind, name in ARTIFACTS.items()
+                     if (run_dir / name).exists()}
+        artifacts.update({kind: _relative(path, out) for kind, path in plugin.artifacts(spec, context).items()
+                          if path.exists()})
+        row = _row(task, entry, key, dtype=dtype, device=device, started=started, sampler_info=chain.info,
+                   training=training, timings={**chain.timings, "total": time.perf_counter() - wall},
+                   throughput={"configs_per_second": configs / sampling,
+                               "site_updates_per_second": configs * entry.volume / sampling},
+                   metrics=sampler_metrics(chain), observables=estimates,
+                   reference=pulls(estimates, entry.reference_values()), artifacts=artifacts)
+        rowio.write_row(out, row)
+        return row
+    except (UsageError, TaskFailure):
+        raise
+    except (Exception, SystemExit) as err:
+        if isinstance(err, MemoryError) or any(sign in str(err).lower() for sign in OUT_OF_MEMORY):
+            raise TaskFailure(f"failed during {phase}: out of memory ({one_line(err)}); try a smaller "
+                              "batch, lattice or number of chains") from err
+        raise TaskFailure(f"failed during {phase}: {one_line(err)}") from err
+    finally:
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
 
 
-def run_tasks(tasks, out, *, device="cpu", dtype=None, force=False, resume=False, progress=None,
-              log=print) -> list[dict]:
-    """Run tasks in order into folder ``out``, skipping those already done unless ``force``."""
-    out = prepare_output_folder(out)
-    done = {row["run_id"] for row in read_rows(out)}
-    rows = []
-    for i, task in enumerate(tasks, 1):
-        key = task_key(task, dtype or DEFAULT_DTYPE[task.sampler["name"]], device)
-        if key in done and not force:
-            log(f"[{i}/{len(tasks)}] {task.entry_id} {task.sampler['name']} seed {task.seed}: already done, skipped")
+@dataclass
+class RunOutcome:
+    """What `run_tasks` did: rows written (ok and diverged), failures (task, message) and tasks
+    left to another process that holds them."""
+
+    rows: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+    busy: list = field(default_factory=list)
+
+
+def run_tasks(tasks, out, *, device="cpu", dtype=None, force=False, resume=False, progress=None, log=print,
+              executor=None, indices=None) -> RunOutcome:
+    """Run tasks into folder ``out`` through ``executor`` (default: `LocalExecutor`), skipping
+    those already done unless ``force``. ``indices``: the tasks' 1-based positions in their study
+    (default 1..n). Usage errors and row-write failures propagate; other failures are collected."""
+    out = rowio.check_results_folder(out)
+    tasks = list(tasks)
+    indices = list(indices or range(1, len(tasks) + 1))
+    total = max(indices, default=0) if indices else len(tasks)
+    outcome = RunOutcome()
+    done = {row.run_id for row in rowio.read_rows(out)}  # names any line that is not a row, once
+    pending = []
+    for index, task in zip(indices, tasks):
+        where = f"[{index}/{total}] {describe_task(task)}"
+        if task_key(task, task_dtype(task, dtype), device) in done and not force:
+            log(f"{where}: already done, skipped")
             continue
-        log(f"[{i}/{len(tasks)}] {task.entry_id} {task.sampler['name']} seed {task.seed}: running")
-        rows.append(run_task(task, out, device=device, dtype=dtype, resume=resume, progress=progress))
-    return rows
+        pending.append(IndexedTask(index, total, task))
+
+    def run_one(item: IndexedTask) -> None:
+        task = item.task
+        where = f"[{item.index}/{item.total}] {describe_task(task)}"
+        key = task_key(task, task_dtype(task, dtype), device)
+        with rowio.task_lock(out, key) as mine:
+            if not mine:
+                log(f"{where}: running in another process, left to it")
+                outcome.busy.append(task)
+                return
+            if key in rowio.done_run_ids(out) and not force:  # finished by another process meanwhile
+                log(f"{where}: already done, skipped")
+                return
+            log(f"{where}: running")
+            try:
+                row = run_task(task, out, device=device, dtype=dtype, resume=resume, force=force, progress=progress)
+            except rowio.RowWriteError:
+                raise
+            except TaskFailure as err:  # reported once, by the caller
+                outcome.failed.append((task, f"{describe_task(task)}: {err}"))
+                return
+            if not row.ok:
+                log(f"{where}: {row.status}: {row.message}")
+            outcome.rows.append(row)
+
+    (executor or LocalExecutor()).run(pending, run_one)
+    return outcome

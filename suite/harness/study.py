@@ -17,6 +17,7 @@ so the quick part of a study runs while its larger entries still await calibrati
 from __future__ import annotations
 
 import fnmatch
+import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,16 +25,38 @@ from pathlib import Path
 from suite.catalogue import TIERS, get_entry, load_catalogue
 from suite.catalogue.lines import point_tier
 from suite.errors import UsageError
-from suite.harness.samplers import normalise_spec
+from suite.samplers import parse_spec, spec_dict
 
 STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
 
 
+MAX_SEED = 2**63 - 2  # torch and numpy take 64-bit seeds; forward-kl's ensemble uses seed + 1
+STUDY_KEYS = ("name", "description", "task")
+TASK_KEYS = ("entries", "sampler", "seeds")
+
+
 @dataclass(frozen=True)
 class Task:
+    """One entry × sampler spec (the full, validated dict, `suite.samplers.spec_dict`) × seed."""
+
     entry_id: str
     sampler: dict
     seed: int
+
+
+def make_task(entry_id: str, sampler: dict, seed) -> Task:
+    """A validated task: the entry exists, the spec is valid and fits it, the seed is in range."""
+    check_seed(seed)
+    entry = get_entry(entry_id)
+    spec = spec_dict(sampler)
+    plugin, typed = parse_spec(spec)
+    plugin.check_task(typed, entry)
+    return Task(entry_id, spec, seed)
+
+
+def check_seed(seed) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"a seed must be an integer in [0, 2^63 - 2], got {seed!r}")
 
 
 @dataclass(frozen=True)
@@ -70,33 +93,43 @@ def load_study(name_or_path: str, only: list[str] | None = None, tiers: list[str
     if not path.is_file():
         raise UsageError(f"no study {name_or_path!r}: not a file, and not one of {', '.join(shipped_studies())}")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise UsageError(f"study {path.name}: not valid TOML ({err})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"study {path.name}: not a UTF-8 text file") from None
+    except OSError as err:
+        raise UsageError(f"study {path.name}: cannot be read ({err.strerror})") from None
+    unknown = sorted(set(data) - set(STUDY_KEYS))
+    if unknown:
+        raise UsageError(f"study {path.name}: unknown field {unknown[0]!r}; fields: {', '.join(STUDY_KEYS)}")
     raw_tasks = data.get("task")
     if not isinstance(raw_tasks, list) or not raw_tasks:
         raise UsageError(f"study {path.name}: needs at least one [[task]]")
     tasks = []
     for i, raw in enumerate(raw_tasks, 1):
         where = f"study {path.name} task {i}"
-        unknown = sorted(set(raw) - {"entries", "sampler", "seeds"})
+        unknown = sorted(set(raw) - set(TASK_KEYS))
         if unknown:
-            raise UsageError(f"{where}: unknown field {unknown[0]!r}")
+            raise UsageError(f"{where}: unknown field {unknown[0]!r}; fields: {', '.join(TASK_KEYS)}")
         entries, sampler, seeds = raw.get("entries"), raw.get("sampler"), raw.get("seeds", [0])
         if not isinstance(entries, list) or not entries or not all(isinstance(e, str) for e in entries):
             raise UsageError(f"{where}: 'entries' must be a non-empty list of entry ids")
         if not isinstance(sampler, dict):
             raise UsageError(f"{where}: 'sampler' must be a table with a 'name'")
-        if not isinstance(seeds, list) or not all(isinstance(s, int) and s >= 0 for s in seeds):
-            raise UsageError(f"{where}: 'seeds' must be a list of non-negative integers")
+        if not isinstance(seeds, list) or not seeds:
+            raise UsageError(f"{where}: 'seeds' must be a non-empty list of non-negative integers")
         entries = [e for e in entries if _selected(e, only, tiers)]
         try:
-            spec = normalise_spec(sampler)
-            for entry_id in entries:
-                get_entry(entry_id)
+            spec_dict(sampler)  # a bad spec fails even when --only keeps none of its entries
+            tasks += [make_task(entry_id, sampler, seed) for entry_id in entries for seed in seeds]
         except UsageError as err:
             raise UsageError(f"{where}: {err}") from None
-        tasks += [Task(entry_id, spec, seed) for entry_id in entries for seed in seeds]
     if not tasks:
         raise UsageError(f"study {path.name}: no task left after --only/--tier")
-    return Study(name=data.get("name", path.stem), description=data.get("description", ""), tasks=tuple(tasks))
+    # a task listed twice (e.g. a shared baseline in two [[task]] tables) is run once
+    unique: dict = {}
+    for task in tasks:
+        unique.setdefault((task.entry_id, json.dumps(task.sampler, sort_keys=True), task.seed), task)
+    return Study(name=data.get("name", path.stem), description=data.get("description", ""),
+                 tasks=tuple(unique.values()))

@@ -46,8 +46,8 @@ def _save(fig, path: Path) -> list[str]:
     return markdown_image(path.stem, save_figure(fig, path))
 
 
-def _xi(row: dict) -> tuple[float, float]:
-    ref = row["reference"].get("xi2nd")
+def _xi(row) -> tuple[float, float]:
+    ref = row.reference.get("xi2nd")
     return (ref["value"], ref["error"]) if ref else (math.nan, math.nan)
 
 
@@ -55,7 +55,7 @@ def _continuum_rows(rows: list[dict]) -> dict[int, list[dict]]:
     """Rows on tuned points with a ξ_2nd target, by L/ξ (rounded)."""
     lines = {}
     for row in rows:
-        point = points().get(row["entry"])
+        point = points().get(row.entry)
         if point is not None and point.tuned and "xi2nd" in point.target:
             lines.setdefault(round(point.lattice[0] / point.target["xi2nd"]), []).append(row)
     return lines
@@ -65,12 +65,12 @@ def _volume_rows(rows: list[dict]) -> dict[str, list[dict]]:
     """Rows on volume lines (a tuned point and the points taking its parameter), by the tuned point."""
     lines = {}
     for row in rows:
-        point = points().get(row["entry"])
+        point = points().get(row.entry)
         if point is None:
             continue
         lines.setdefault(point.source or point.id, []).append(row)
-    return {k: v for k, v in lines.items() if len({r["volume"] for r in v}) >= 2 and
-            any(points()[r["entry"]].source for r in v)}
+    return {k: v for k, v in lines.items() if len({r.volume for r in v}) >= 2 and
+            any(points()[r.entry].source for r in v)}
 
 
 def _plain_ticks(ax) -> None:
@@ -109,7 +109,7 @@ def _try_fit(make, *args):
 
 
 def dynamic_exponent_part(lines: dict[int, list[dict]], folder: Path) -> list[str]:
-    hmc = {ratio: [r for r in rows if r["sampler"]["name"] == "hmc"] for ratio, rows in lines.items()}
+    hmc = {ratio: [r for r in rows if r.plugin.baseline] for ratio, rows in lines.items()}
     hmc = {k: v for k, v in hmc.items() if len(v) >= 2}
     if not hmc:
         return []
@@ -119,8 +119,8 @@ def dynamic_exponent_part(lines: dict[int, list[dict]], folder: Path) -> list[st
         for (ratio, rows), marker in zip(sorted(hmc.items()), "os^v"):
             for name, symbol in TAU_OBSERVABLES.items():
                 xi = np.array([_xi(r)[0] for r in rows])
-                tau = np.array([r["observables"][name]["tau_int"] for r in rows])
-                err = np.array([r["observables"][name]["tau_int_error"] for r in rows])
+                tau = np.array([r.observables[name]["tau_int"] for r in rows])
+                err = np.array([r.observables[name]["tau_int_error"] for r in rows])
                 fit = _try_fit(fits.fit_dynamic_exponent, xi, tau, err)
                 _draw(ax, xi, tau, err, f"HMC, τ_int({symbol}), L/ξ = {ratio}", fit, ("z",), marker)
                 records.append({"line": f"L/ξ = {ratio}", "observable": symbol, "points": len(rows),
@@ -138,7 +138,8 @@ def dynamic_exponent_part(lines: dict[int, list[dict]], folder: Path) -> list[st
 
 
 def _flow_rows(rows):
-    return [r for r in rows if r["sampler"]["name"] == "flow" and "ess" in r["metrics"]]
+    """Runs with independent weighted samples (a reweighting ESS)."""
+    return [r for r in rows if not r.plugin.markov and "ess" in r.metrics]
 
 
 def _reliable_ess(ess: dict) -> bool:
@@ -154,13 +155,13 @@ def ess_volume_part(lines: dict[str, list[dict]], folder: Path) -> list[str]:
         for source, rows in lines.items():
             recipes = {}
             for r in _flow_rows(rows):
-                recipes.setdefault(sampler_label(r["sampler"]), []).append(r)
+                recipes.setdefault(sampler_label(r.sampler), []).append(r)
             for recipe, runs in recipes.items():
-                runs = sorted(runs, key=lambda r: r["volume"])
-                volume = np.array([r["volume"] for r in runs], dtype=float)
-                ess = np.array([r["metrics"]["ess"]["value"] for r in runs])
-                err = np.array([r["metrics"]["ess"]["error"] for r in runs])
-                kept = np.array([_reliable_ess(r["metrics"]["ess"]) for r in runs])
+                runs = sorted(runs, key=lambda r: r.volume)
+                volume = np.array([r.volume for r in runs], dtype=float)
+                ess = np.array([r.metrics["ess"]["value"] for r in runs])
+                err = np.array([r.metrics["ess"]["error"] for r in runs])
+                kept = np.array([_reliable_ess(r.metrics["ess"]) for r in runs])
                 fit = _try_fit(fits.fit_ess_volume, volume[kept], ess[kept], err[kept]) if kept.sum() >= 2 else None
                 label, colour = f"{recipe} ({source} line)", None
                 if kept.any():
@@ -172,7 +173,7 @@ def ess_volume_part(lines: dict[str, list[dict]], folder: Path) -> list[str]:
                 listed = {True: "volumes fitted", False: "volumes not fitted"}
                 record = {"line": source, "recipe": recipe,
                           **{name: ", ".join(str(int(v)) for v in volume[kept == flag]) for flag, name in listed.items()},
-                          "Pareto k̂ by volume": ", ".join(f"{r['metrics']['ess'].get('pareto_k', math.nan):.2f}"
+                          "Pareto k̂ by volume": ", ".join(f"{r.metrics['ess'].get('pareto_k', math.nan):.2f}"
                                                           for r in runs)}
                 if fit is not None:
                     v_e, v_e_error = fits.ess_decay_volume(fit)
@@ -213,7 +214,7 @@ def _crossings(rows: list[dict], target: float) -> list[dict]:
 
 def training_cost_part(volume_lines, continuum_lines, folder: Path, target: float) -> list[str]:
     panels = [("L [sites]", "L", [r for rows in volume_lines.values() for r in rows],
-               lambda r: r["lattice"][0]),
+               lambda r: r.lattice[0]),
               ("ξ_2nd [lattice units]", "ξ", continuum_lines.get(4, []), lambda r: _xi(r)[0])]
     records, missed, drawn = [], [], False
     with plt.rc_context(STYLE):
@@ -221,7 +222,7 @@ def training_cost_part(volume_lines, continuum_lines, folder: Path, target: floa
         for ax, (xlabel, short, rows, size_of) in zip(axes, panels):
             recipes = {}
             for c in _crossings(rows, target):
-                (recipes.setdefault(sampler_label(c["row"]["sampler"]), []) if c["reached"] else missed).append(c)
+                (recipes.setdefault(sampler_label(c["row"].sampler), []) if c["reached"] else missed).append(c)
             for recipe, found in recipes.items():
                 found = sorted(found, key=lambda c: size_of(c["row"]))
                 size = np.array([size_of(c["row"]) for c in found], dtype=float)
@@ -252,15 +253,15 @@ def training_cost_part(volume_lines, continuum_lines, folder: Path, target: floa
         table = pd.DataFrame.from_records(records)
         lines += [to_markdown(table), "", *write_table(table, folder / "tables" / "training-cost"), ""]
     if missed:
-        lines += ["Not reached within the budget: " + ", ".join(sorted({c["row"]["entry"] for c in missed})) + ".", ""]
+        lines += ["Not reached within the budget: " + ", ".join(sorted({c["row"].entry for c in missed})) + ".", ""]
     return lines
 
 
-def _cost(row: dict) -> tuple[float, float]:
+def _cost(row) -> tuple[float, float]:
     """Seconds per independent sample of `COST_OBSERVABLE` while sampling, with its error."""
-    est = row["observables"][COST_OBSERVABLE]
-    if row["sampler"]["name"] == "flow":
-        ess = row["metrics"]["ess"]
+    est = row.observables[COST_OBSERVABLE]
+    if not row.plugin.markov:
+        ess = row.metrics["ess"]
         relative = ess["error"] / ess["value"]
     else:
         relative = est["tau_int_error"] / est["tau_int"]
@@ -270,13 +271,13 @@ def _cost(row: dict) -> tuple[float, float]:
 
 def cost_part(continuum_lines, folder: Path, n_independent: float) -> list[str]:
     rows = continuum_lines.get(4, [])
-    hmc = sorted([r for r in rows if r["sampler"]["name"] == "hmc"], key=lambda r: _xi(r)[0])
+    hmc = sorted([r for r in rows if r.plugin.baseline], key=lambda r: _xi(r)[0])
     flows = {}
     for r in _flow_rows(rows):
-        flows.setdefault(sampler_label(r["sampler"]), []).append(r)
+        flows.setdefault(sampler_label(r.sampler), []).append(r)
     if not hmc or not flows:
         return []
-    hmc_by_entry = {r["entry"]: r for r in hmc}
+    hmc_by_entry = {r.entry: r for r in hmc}
     records = []
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots()
@@ -288,23 +289,23 @@ def cost_part(continuum_lines, folder: Path, n_independent: float) -> list[str]:
             runs = sorted(runs, key=lambda r: _xi(r)[0])
             x = np.array([_xi(r)[0] for r in runs])
             c, e = np.array([_cost(r) for r in runs]).T
-            train = np.array([r["training"]["seconds"] for r in runs])
+            train = np.array([r.training["seconds"] for r in runs])
             bars = ax.errorbar(x, c, yerr=e, marker="s", ls="none", label=f"{recipe}: sampling only")
             ax.errorbar(x, fits.amortised_cost(train, c, n_independent), yerr=e, marker="D", ls="--", mfc="none",
                         color=bars[0].get_color(), label=f"{recipe}: training amortised over N = {n_independent:g}")
             for r, ci, ei, ti in zip(runs, c, e, train):
-                h = hmc_by_entry.get(r["entry"])
+                h = hmc_by_entry.get(r.entry)
                 if h is None:
                     continue
                 hc, he = _cost(h)
                 n_star, n_star_error = fits.break_even(ti, ci, ei, hc, he)
-                records.append({"entry": r["entry"], "ξ": format_value(*_xi(r)), "recipe": recipe,
+                records.append({"entry": r.entry, "ξ": format_value(*_xi(r)), "recipe": recipe,
                                 "HMC s/indep.": format_value(hc, he), "flow s/indep.": format_value(ci, ei),
                                 "training s": ti, "break-even N": format_value(n_star, n_star_error)
                                 if math.isfinite(n_star) else "never"})
         ax.set(xscale="log", yscale="log", xlabel="ξ_2nd [lattice units]",
                ylabel=f"seconds per independent {TAU_OBSERVABLES[COST_OBSERVABLE]} sample",
-               title=f"Cost per independent sample at L/ξ = 4 ({hmc[0]['device_name']})")
+               title=f"Cost per independent sample at L/ξ = 4 ({hmc[0].device_name})")
         ax.legend()
         _plain_ticks(ax)
         image = _save(fig, folder / "figures" / "scaling-cost-vs-xi")
@@ -321,7 +322,7 @@ def missing_part(rows: list[dict]) -> list[str]:
     """The line points without runs here: calibrated ones left to a larger run, and those not calibrated."""
     from suite.calibrate import read_calibrated
 
-    present, calibrated = {r["entry"] for r in rows}, read_calibrated()
+    present, calibrated = {r.entry for r in rows}, read_calibrated()
     records = [{"entry": p.id, "tier": p.tier, "lattice": "x".join(map(str, p.lattice)),
                 "status": "calibrated; not run in these results" if p.id in calibrated
                 else f"not calibrated (lftbench calibrate {p.id})"}
@@ -335,7 +336,7 @@ def missing_part(rows: list[dict]) -> list[str]:
 
 def scaling_section(rows: list[dict], out: Path, *, target_ess: float, n_independent: float) -> list[str]:
     """The report lines of the scaling section (empty without runs on lines of constant physics)."""
-    rows = [r for r in rows if r["theory"] == "phi4"]
+    rows = [r for r in rows if r.ok]
     continuum, volume = _continuum_rows(rows), _volume_rows(rows)
     if not continuum and not volume:
         return []

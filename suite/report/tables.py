@@ -21,95 +21,56 @@ def format_value(value: float, error: float) -> str:
     return f"{value:.{digits}f}({scaled})"
 
 
-def budget_label(spec: dict) -> str:
-    """A flow spec's training budget in words, e.g. ``1000 steps × batch 64`` or, pretrained,
-    ``6000 steps at L = 8, used as is, batch 128``."""
-    steps, batch, pretrain = spec.get("budget_steps"), spec.get("batch_size"), spec.get("pretrain")
-    if pretrain:
-        then = f" + {steps} steps" if steps else ", used as is"
-        return f"{pretrain['budget_steps']} steps at L = {pretrain['L']}{then}, batch {batch}"
-    return f"{steps or 'no'} steps × batch {batch}"
-
-
 def sampler_label(spec: dict) -> str:
-    """Legend label of a run: ``hmc``, or a flow's sampler, model, objective and training budget."""
-    if spec["name"] == "hmc":
-        return "hmc"
-    return f"{spec['name']} {spec['model']} {spec['objective']}, {budget_label(spec)}"
+    """Legend label of a run: ``hmc``, or a flow's sampler, model, objective and training budget
+    (the sampler plugin's `label`)."""
+    from suite.samplers import plugin_of
+
+    return plugin_of(spec).label(spec)
 
 
-def _hmc_record(r: dict) -> dict:
-    info, metrics = r.get("sampler_info", {}), r.get("metrics", {})
-    exp_dh = metrics.get("exp_minus_delta_h")
-    return {
-        "chains": info.get("chains"),
-        "n_traj": info.get("n_traj"),
-        "integrator": info.get("integrator"),
-        "n_steps": info.get("n_steps"),
-        "step_size": info.get("step_size"),
-        "acceptance": metrics.get("acceptance"),
-        "exp_minus_delta_h": format_value(exp_dh["value"], exp_dh["error"]) if exp_dh else None,
-        "diverged": metrics.get("diverged_fraction"),
-    }
+def runs_tables(rows) -> dict[str, pd.DataFrame]:
+    """One table per report section (the sampler plugins' ``runs_table``, in registry order), one
+    row per finished run: entry, sampler, seed, the plugin's columns, throughput, device."""
+    from suite.samplers import samplers
 
-
-def _flow_record(r: dict) -> dict:
-    spec, training, metrics = r["sampler"], r.get("training") or {}, r.get("metrics", {})
-    ess, log_q_error = metrics.get("ess"), r.get("sampler_info", {}).get("log_q_integration_error")
-    return {
-        "model": spec.get("model"),
-        "objective": spec.get("objective"),
-        "parameters": training.get("n_parameters"),
-        "batch": spec.get("batch_size"),
-        "pretrain_steps": (training.get("pretrain") or {}).get("steps"),
-        "pretrain_L": (training.get("pretrain") or {}).get("L"),
-        "train_steps": training.get("steps"),
-        "train_seconds": training.get("seconds"),
-        "train_cpu_seconds": training.get("cpu_seconds"),
-        "stop": training.get("stop_reason"),
-        "n_samples": ess.get("n_samples") if ess else None,
-        "ess": format_value(ess["value"], ess["error"]) if ess else None,
-        "pareto_k": ess.get("pareto_k") if ess else None,  # > 0.7: the ESS is not to be trusted
-        "acceptance": metrics.get("acceptance"),
-        "log_q_int_error": log_q_error["max"] if log_q_error else None,  # continuous flows: max |Δ log q|
-    }
-
-
-def runs_table(rows: list[dict], kind: str) -> pd.DataFrame:
-    """One row per run of the given kind: ``hmc`` or ``flow`` (flow and flow-mh)."""
-    records = []
+    order: dict[str, int] = {}
+    for plugin in samplers().values():
+        order.setdefault(plugin.runs_table, len(order))
+    records: dict[str, list] = {}
     for r in rows:
-        is_hmc = r["sampler"]["name"] == "hmc"
-        if is_hmc != (kind == "hmc"):
+        if not r.ok:
             continue
-        records.append({
-            "entry": r["entry"],
-            "sampler": r["sampler"]["name"],
-            "seed": r["seed"],
-            **(_hmc_record(r) if is_hmc else _flow_record(r)),
-            "fraction_M>0": r.get("metrics", {}).get("fraction_positive_mag"),
-            "configs_per_s": r["throughput"]["configs_per_second"],
-            "site_updates_per_s": r["throughput"]["site_updates_per_second"],
-            "device": r["device_name"],
-            "dtype": r["dtype"],
-            "run_id": r["run_id"],
+        plugin = r.plugin
+        records.setdefault(plugin.runs_table, []).append({
+            "entry": r.entry,
+            "sampler": r.sampler["name"],
+            "seed": r.seed,
+            **plugin.columns(r),
+            "fraction_M>0": r.metrics.get("fraction_positive_mag"),
+            "configs_per_s": r.throughput["configs_per_second"],
+            "site_updates_per_s": r.throughput["site_updates_per_second"],
+            "device": r.device_name,
+            "dtype": r.dtype,
+            "run_id": r.run_id,
         })
-    return pd.DataFrame.from_records(records)
+    titles = sorted(records, key=lambda t: order.get(t, len(order)))
+    return {title: pd.DataFrame.from_records(records[title]) for title in titles}
 
 
-def observables_table(rows: list[dict]) -> pd.DataFrame:
+def observables_table(rows) -> pd.DataFrame:
     records = []
     for r in rows:
-        refs = r.get("reference", {})
-        names = list(refs) + [n for n in r["observables"] if n not in refs and not n.startswith(HIDDEN_PREFIXES)]
+        refs = r.reference
+        names = list(refs) + [n for n in r.observables if n not in refs and not n.startswith(HIDDEN_PREFIXES)]
         for name in names:
-            est, ref = r["observables"][name], refs.get(name)
+            est, ref = r.observables[name], refs.get(name)
             records.append({
-                "run_id": r["run_id"],
-                "entry": r["entry"],
-                "sampler": r["sampler"]["name"],
-                "model": r["sampler"].get("model"),
-                "seed": r["seed"],
+                "run_id": r.run_id,
+                "entry": r.entry,
+                "sampler": r.sampler["name"],
+                "model": r.sampler.get("model"),
+                "seed": r.seed,
                 "observable": name,
                 "value": est["value"],
                 "error": est["error"],

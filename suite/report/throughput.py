@@ -14,10 +14,6 @@ from suite.report.tables import to_markdown
 KIND = "throughput"  # the rows' ``kind``
 
 
-def is_throughput(row: dict) -> bool:
-    return row.get("kind") == KIND
-
-
 def label(row: dict) -> str:
     """'hmc', 'sampling affine', 'training spline path-gradient'."""
     return " ".join(str(row[k]) for k in ("workload", "flow", "objective") if row.get(k))

@@ -1,0 +1,97 @@
+"""The sampler plugin interface and the context a run gets from the harness.
+
+A plugin is an instance of a `Sampler` subclass registered with `suite.samplers.register`. It
+declares its typed spec class (`suite.samplers.spec`), its default dtype and what kind of
+estimates its chains give, and implements `Sampler.run`. Reports and ``compare`` ask the plugin
+— never the sampler's name — how to label a run, which columns it adds to the runs table, whether
+its runs are the baseline others are compared with, and whether its ESS is a reweighting ESS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What the harness hands a sampler for one task.
+
+    ``dtype`` is the torch dtype of the run's real precision (complex fields use the matching
+    complex type, `suite.fields.FieldSpace.dtype`); ``run_dir`` the task's own artifact folder
+    (``runs/<key>/``); ``out`` the results folder (for artifacts shared between tasks, e.g.
+    pretraining); ``resume`` continues from a checkpoint in ``run_dir``.
+    """
+
+    entry: Any
+    seed: int
+    device: str
+    dtype: Any
+    run_dir: Path
+    out: Path
+    catalogue_version: int
+    resume: bool = False
+    progress: bool | None = None
+
+
+class Sampler:
+    """Base class of sampler plugins; subclasses set the class attributes and implement `run`.
+
+    * ``name``: the name in studies and on the CLI (``--sampler``).
+    * ``spec``: the frozen spec dataclass of its options.
+    * ``default_dtype``: the real precision when ``--dtype`` is not given.
+    * ``markov``: its measurements form a Markov chain (τ_int by the Γ-method, ESS/sample =
+      1/(2τ_int)); otherwise they are independent weighted samples (reweighting ESS).
+    * ``baseline``: runs of this sampler are the baseline of ``compare``'s "vs HMC" column.
+    * ``runs_table``: the report section its runs are listed in.
+    """
+
+    name: ClassVar[str]
+    spec: ClassVar[type]
+    default_dtype: ClassVar[str] = "float64"
+    markov: ClassVar[bool] = True
+    baseline: ClassVar[bool] = False
+    runs_table: ClassVar[str] = "Other runs"
+    description: ClassVar[str] = ""
+
+    def run(self, spec, theory, context: RunContext):
+        """Sample ``theory`` as ``spec`` says; returns (`suite.chain.Chain`, training summary or None).
+
+        Artifacts go into ``context.run_dir``; return their names with `artifacts`."""
+        raise NotImplementedError
+
+    def check_task(self, spec, entry) -> None:
+        """Checks of a spec against the entry it is run on (at study load); a UsageError if it cannot run."""
+
+    def artifacts(self, spec, context: RunContext) -> dict[str, Path]:
+        """Artifacts the run wrote outside ``run_dir`` (kind -> path), recorded in the row."""
+        return {}
+
+    def is_reference(self, spec) -> bool:
+        """Whether a run is one of the suite's reference samplers (not a user's model)."""
+        return True
+
+    def label(self, spec: dict) -> str:
+        """Legend label of a run (figures, scaling tables): the sampler and what distinguishes it."""
+        return self.name
+
+    def describe(self, spec: dict) -> str:
+        """Heading of a run in the report, e.g. ``flow (affine, reverse-kl)``."""
+        return self.name
+
+    def contender(self, spec: dict, by: str) -> str:
+        """Its label in ``compare``, grouping by ``model``, ``objective`` or ``sampler``."""
+        return self.name
+
+    def budget_label(self, spec: dict) -> str:
+        """What tells two recipes of this sampler apart in a leaderboard, in words."""
+        return ", ".join(f"{k} = {v}" for k, v in spec.items() if k != "name")
+
+    def columns(self, row) -> dict:
+        """Columns it adds to its runs table, from a `suite.harness.rows.ResultRow`."""
+        return {}
+
+    def upgrade_v1(self, data: dict) -> dict:
+        """A schema-1 row's dict brought to the current schema (artifact paths it did not record)."""
+        return data

@@ -1,0 +1,349 @@
+"""The ``flow`` and ``flow-mh`` samplers: train a model (a normalizing flow or any model with an
+exact density, `suite.models`), then use its samples. Flows run in float32 by default.
+
+* ``flow``: draw ``n_samples`` independent samples and reweight them (w = e^{−S}/q).
+* ``flow-mh``: an independence Metropolis-Hastings chain of ``n_samples`` steps with the model as
+  proposal.
+
+Options: ``model`` (registered name, ``module:function`` or ``file.py:function``), ``hparams``
+(the factory's keyword arguments), ``objective`` (reverse-kl, forward-kl, path-gradient),
+``batch_size``, ``lr``, ``schedule`` (cosine, constant), ``weight_decay``, ``clip_grad`` (0:
+none), the budget ``budget_steps`` / ``budget_seconds`` / ``target_ess`` (0: no such limit; the
+first reached stops), ``checkpoint_every``, ``n_samples``, ``sample_batch``, ``ensemble`` (the HMC
+training set of forward-kl: ``n_configs``, ``chains``, ``n_therm``, ``separation`` in
+trajectories) and ``pretrain``.
+
+``pretrain = {L = 8, budget_steps = 4000}`` first trains the same model, with the same options, on
+the same couplings on an L^d lattice, then loads its parameters into the model for the entry's
+lattice and trains on for the task's own budget (which may then be zero: the transferred flow is
+used as it is). This works for models whose parameters do not depend on the lattice size
+(convolutional conditioners). The pretrained flow is stored once per results folder under
+``pretrain/<key>/`` (recorded in the row's artifacts as ``pretrain_training`` and
+``pretrain_model``) and shared by every task that asks for the same pretraining. The training
+summary's ``steps`` are those on the entry's lattice; its ``seconds`` and ``cpu_seconds`` include the
+pretraining, which is also given on its own under ``pretrain``.
+
+A model failing anywhere (its check, training, sampling, evaluation of what it sampled) raises a
+one-line `suite.errors.ModelFailure` naming the phase; a diverged training raises
+`suite.errors.Diverged` with the training curve written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from suite.errors import Diverged, UsageError, model_phase
+from suite.samplers import register
+from suite.samplers.base import RunContext, Sampler
+from suite.samplers.spec import MISSING, option
+
+
+def _objectives() -> tuple[str, ...]:
+    from suite.training import OBJECTIVES
+
+    return tuple(OBJECTIVES)
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """The HMC ensemble forward-kl trains on."""
+
+    n_configs: int = option(8192, min=1, help="configurations in the training set")
+    chains: int = option(64, min=1, help="HMC chains producing them")
+    n_therm: int = option(500, min=0, help="thermalisation trajectories per chain")
+    separation: int = option(4, min=1, help="trajectories between stored configurations")
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    """Training on a smaller L^d lattice first (see the module docstring)."""
+
+    L: int = option(MISSING, min=2, help="extent of the pretraining lattice")
+    budget_steps: int = option(MISSING, min=1, help="training steps on it")
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    model: str = option("affine", help="affine, spline, hybrid, ..., module:function or file.py:function")
+    hparams: dict = option({}, help="the model factory's keyword arguments (a JSON object)")
+    objective: str = option("reverse-kl", choices=_objectives, help="reverse-kl, forward-kl or path-gradient")
+    batch_size: int = option(64, min=2, help="training batch")
+    lr: float = option(1e-3, above=0, help="AdamW learning rate")
+    schedule: str = option("cosine", choices=("cosine", "constant"), help="learning-rate schedule")
+    weight_decay: float = option(0.0, min=0, help="AdamW weight decay")
+    clip_grad: float = option(0.0, min=0, help="largest gradient norm (0: no clipping)")
+    budget_steps: int = option(1000, min=0, help="training steps (0: no limit)")
+    budget_seconds: float = option(0.0, min=0, help="training seconds (0: no limit)")
+    target_ess: float = option(0.0, min=0, max=1, help="stop training at this batch ESS (0: no limit)")
+    checkpoint_every: int = option(100, min=1, help="steps between training checkpoints")
+    n_samples: int = option(16384, min=2, help="samples drawn after training")
+    sample_batch: int = option(1024, min=1, help="samples drawn per call of the model")
+    ensemble: EnsembleSpec = option(EnsembleSpec(), help="forward-kl's HMC training set")
+    pretrain: PretrainSpec | None = option(None, help='train first on a smaller lattice, e.g. {"L": 8, '
+                                                      '"budget_steps": 4000}')
+
+    def check(self) -> None:
+        if not self.pretrain and not self.has_budget:
+            raise UsageError("a flow needs a training budget: budget_steps, budget_seconds or target_ess "
+                             "(or a pretrain)")
+        from suite.models import check_model_spec
+
+        check_model_spec(self.model, self.hparams)
+
+    @property
+    def has_budget(self) -> bool:
+        return bool(self.budget_steps or self.budget_seconds or self.target_ess)
+
+    def budget(self):
+        from suite.training import Budget
+
+        return Budget(steps=self.budget_steps or None, seconds=self.budget_seconds or None,
+                      target_ess=self.target_ess or None)
+
+
+TRAINED = ("model", "hparams", "objective", "batch_size", "lr", "schedule", "weight_decay", "clip_grad", "ensemble",
+           "pretrain")  # what a pretraining trains: its key leaves out the task's own budget and sampling options
+
+
+def pretrain_key(spec: dict, *, theory: str, convention: str, params: dict, seed: int, dtype: str, device: str,
+                 catalogue: int) -> str:
+    """A stable name for the pretraining a flow spec dict asks for: what it trains, not the task's own budget."""
+    trained = {k: spec[k] for k in TRAINED}
+    payload = json.dumps({"theory": theory, "convention": convention, "params": params, "spec": trained,
+                          "seed": seed, "dtype": dtype, "device": device.split(":")[0], "catalogue": catalogue},
+                         sort_keys=True)
+    digest = hashlib.sha1(payload.encode()).hexdigest()[:10]
+    return f"{theory}-L{spec['pretrain']['L']}-{spec['model']}-s{seed}-{digest}"
+
+
+def budget_label(spec: dict) -> str:
+    """A flow spec's training budget in words, e.g. ``1000 steps × batch 64`` or, pretrained,
+    ``6000 steps at L = 8, used as is, batch 128``."""
+    steps, batch, pretrain = spec.get("budget_steps"), spec.get("batch_size"), spec.get("pretrain")
+    if pretrain:
+        then = f" + {steps} steps" if steps else ", used as is"
+        return f"{pretrain['budget_steps']} steps at L = {pretrain['L']}{then}, batch {batch}"
+    return f"{steps or 'no'} steps × batch {batch}"
+
+
+def _final_batch_ess(log) -> float | None:
+    """Mean batch ESS over the last tenth of training (None where the objective logs none)."""
+    import numpy as np
+
+    ess = log.column("ess") if log.rows else np.array([])
+    ess = ess[np.isfinite(ess)]
+    return float(ess[-max(1, len(ess) // 10):].mean()) if len(ess) else None
+
+
+class Flow(Sampler):
+    """``flow``: independent samples of a trained model, reweighted."""
+
+    name = "flow"
+    spec = FlowSpec
+    default_dtype = "float32"
+    markov = False
+    runs_table = "Flow runs"
+    description = "a trained model's independent samples, reweighted"
+
+    # -- study-time checks and labels ------------------------------------------------------------
+
+    def check_task(self, spec: FlowSpec, entry) -> None:
+        if spec.pretrain and any(spec.pretrain.L > n for n in entry.lattice):
+            raise UsageError(f"pretraining lattice L = {spec.pretrain.L} is larger than the entry's lattice "
+                             f"{'x'.join(map(str, entry.lattice))}")
+
+    def is_reference(self, spec: dict) -> bool:
+        from reference.flows import REGISTRY
+
+        return spec.get("model") in REGISTRY
+
+    def label(self, spec: dict) -> str:
+        return f"{self.name} {spec['model']} {spec['objective']}, {budget_label(spec)}"
+
+    def describe(self, spec: dict) -> str:
+        return f"{self.name} ({spec['model']}, {spec['objective']})"
+
+    def contender(self, spec: dict, by: str) -> str:
+        label = {"model": spec.get("model"), "objective": f"{spec.get('model')} {spec.get('objective')}",
+                 "sampler": f"{self.name} {spec.get('model')}"}[by]
+        return label if by == "sampler" or not self.markov else f"{label} (mh)"
+
+    def budget_label(self, spec: dict) -> str:
+        return budget_label(spec)
+
+    def columns(self, row) -> dict:
+        spec, training, metrics = row.sampler, row.training or {}, row.metrics
+        ess, log_q_error = metrics.get("ess"), row.sampler_info.get("log_q_integration_error")
+        from suite.report.tables import format_value
+
+        pretrain = training.get("pretrain") or {}
+        return {
+            "model": spec.get("model"),
+            "objective": spec.get("objective"),
+            "parameters": training.get("n_parameters"),
+            "batch": spec.get("batch_size"),
+            "pretrain_steps": pretrain.get("steps"),
+            "pretrain_L": pretrain.get("L"),
+            "train_steps": training.get("steps"),
+            "train_seconds": training.get("seconds"),
+            "train_cpu_seconds": training.get("cpu_seconds"),
+            "stop": training.get("stop_reason"),
+            "n_samples": ess.get("n_samples") if ess else None,
+            "ess": format_value(ess["value"], ess["error"]) if ess else None,
+            "pareto_k": ess.get("pareto_k") if ess else None,  # > 0.7: the ESS is not to be trusted
+            "acceptance": metrics.get("acceptance"),
+            "log_q_int_error": log_q_error["max"] if log_q_error else None,  # continuous flows: max |Δ log q|
+        }
+
+    # -- artifacts -------------------------------------------------------------------------------
+
+    def _pretrain_folder(self, spec: dict, context: RunContext) -> Path:
+        entry = context.entry
+        dtype = str(context.dtype).removeprefix("torch.")
+        return context.out / "pretrain" / pretrain_key(spec, theory=entry.theory, convention=entry.convention,
+                                                       params=entry.params, seed=context.seed, dtype=dtype,
+                                                       device=context.device, catalogue=context.catalogue_version)
+
+    def artifacts(self, spec: FlowSpec, context: RunContext) -> dict[str, Path]:
+        if not spec.pretrain:
+            return {}
+        from suite.samplers.spec import as_dict
+
+        folder = self._pretrain_folder({"name": self.name, **as_dict(spec)}, context)
+        return {"pretrain_training": folder / "training.csv", "pretrain_model": folder / "model.pt"}
+
+    def upgrade_v1(self, data: dict) -> dict:
+        """Schema-1 rows did not record where their pretraining is: the path its key gives."""
+        spec = data.get("sampler", {})
+        if not spec.get("pretrain") or "pretrain_training" in data.get("artifacts", {}):
+            return data
+        params = {k: v for k, v in data["params"].items() if k != "convention"}
+        key = pretrain_key(spec, theory=data["theory"], convention=data["params"].get("convention"), params=params,
+                           seed=data["seed"], dtype=data["dtype"], device=data["device"],
+                           catalogue=data["catalogue_version"])
+        folder = Path("pretrain") / key
+        artifacts = {**data.get("artifacts", {}), "pretrain_training": str(folder / "training.csv"),
+                     "pretrain_model": str(folder / "model.pt")}
+        return {**data, "artifacts": artifacts}
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def _objective(self, spec: FlowSpec, model, theory, context: RunContext):
+        from suite.training import OBJECTIVES
+
+        if OBJECTIVES[spec.objective].needs_log_prob and not callable(getattr(model, "log_prob", None)):
+            raise UsageError(f"model {spec.model!r} has no log_prob(x), which the {spec.objective} objective needs")
+        if spec.objective != "forward-kl":
+            return OBJECTIVES[spec.objective](theory)
+        from reference.hmc import hmc_ensemble
+
+        ens = spec.ensemble
+        configs = hmc_ensemble(theory, n_configs=ens.n_configs, chains=ens.chains, n_therm=ens.n_therm,
+                               separation=ens.separation, seed=context.seed + 1, device=context.device,
+                               progress=context.progress)
+        return OBJECTIVES["forward-kl"](configs.to(context.dtype), theory=theory, seed=context.seed)
+
+    def _train(self, spec: FlowSpec, model, theory, budget, folder: Path, context: RunContext, resume: bool):
+        """Train ``model`` with the spec's options and ``budget``, checkpoints and ``training.csv`` in ``folder``."""
+        from suite.training import TrainingDiverged, train
+
+        objective = self._objective(spec, model, theory, context)
+        with model_phase(spec.model, "training"):
+            try:
+                log = train(model, objective, batch_size=spec.batch_size, lr=spec.lr, budget=budget,
+                            weight_decay=spec.weight_decay, schedule=spec.schedule,
+                            clip_grad=spec.clip_grad or None, checkpoint_path=folder / "checkpoint.pt",
+                            checkpoint_every=spec.checkpoint_every, resume=resume, seed=context.seed,
+                            progress=context.progress)
+            except TrainingDiverged as err:
+                err.log.to_csv(folder / "training.csv")
+                raise Diverged(str(err), training={"objective": spec.objective, **err.log.totals()}) from None
+        log.to_csv(folder / "training.csv")
+        return log
+
+    def _build(self, spec: FlowSpec, theory, context: RunContext):
+        from suite.models import build_model
+
+        with model_phase(spec.model, "check"):
+            return build_model(spec.model, theory, spec.hparams).to(device=context.device, dtype=context.dtype)
+
+    def _pretrained(self, spec: FlowSpec, model, context: RunContext) -> dict:
+        """Train the spec's model on the pretraining lattice (or resume/reuse it) and load it into ``model``.
+
+        Returns the pretraining's totals. A finished pretraining is reused: its checkpoint is at its budget.
+        """
+        from suite.training import Budget, atomic_save
+
+        entry = context.entry
+        theory = entry.build_theory(lattice=(spec.pretrain.L,) * len(entry.lattice))
+        folder = self.artifacts(spec, context)["pretrain_training"].parent
+        small = self._build(spec, theory, context)
+        target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        source = {k: tuple(v.shape) for k, v in small.state_dict().items()}
+        if target != source:
+            differ = sorted(k for k in target.keys() | source.keys() if target.get(k) != source.get(k))
+            raise UsageError(f"model {spec.model!r} cannot be pretrained on another lattice: its parameter "
+                             f"{differ[0]!r} depends on the lattice size")
+        log = self._train(spec, small, theory, Budget(steps=spec.pretrain.budget_steps), folder, context,
+                          resume=True)
+        atomic_save(small.state_dict(), folder / "model.pt")
+        model.load_state_dict(small.state_dict())
+        return {"L": spec.pretrain.L, **log.totals()}
+
+    def _chain(self, spec: FlowSpec, model, theory, context: RunContext):
+        from suite.flow_sampling import direct_sampling_chain
+
+        return direct_sampling_chain(model, theory, spec.n_samples, spec.sample_batch)
+
+    def run(self, spec: FlowSpec, theory, context: RunContext):
+        import torch
+
+        from suite.training import TrainingLog, atomic_save
+
+        torch.manual_seed(context.seed)
+        model = self._build(spec, theory, context)
+        pretrained = self._pretrained(spec, model, context) if spec.pretrain else None
+        log = TrainingLog()
+        if spec.has_budget:
+            log = self._train(spec, model, theory, spec.budget(), context.run_dir, context, resume=context.resume)
+        atomic_save(model.state_dict(), context.run_dir / "model.pt")
+        model.eval()
+        with model_phase(spec.model, "sampling"):
+            chain = self._chain(spec, model, theory, context)
+        training = {
+            "objective": spec.objective,
+            **log.totals(),
+            "n_parameters": sum(p.numel() for p in model.parameters()),
+            "final_batch_ess": _final_batch_ess(log),
+        }
+        if pretrained is not None:
+            training["pretrain"] = pretrained
+            training["seconds"] += pretrained["seconds"]
+            training["cpu_seconds"] += pretrained["cpu_seconds"]
+        chain.info = {"n_samples": spec.n_samples, "seed": context.seed,
+                      "dtype": str(context.dtype).removeprefix("torch.")}
+        if callable(getattr(model, "log_q_integration_error", None)):  # continuous flows: log q has a solver error
+            with model_phase(spec.model, "evaluation"):
+                chain.info["log_q_integration_error"] = model.log_q_integration_error(min(spec.n_samples, 1024))
+        return chain, training
+
+
+class FlowMH(Flow):
+    """``flow-mh``: an independence Metropolis-Hastings chain with the trained model as proposal."""
+
+    name = "flow-mh"
+    markov = True
+    description = "an independence Metropolis chain with a trained model as proposal"
+
+    def _chain(self, spec: FlowSpec, model, theory, context: RunContext):
+        from suite.flow_sampling import independence_metropolis_chain
+
+        return independence_metropolis_chain(model, theory, spec.n_samples, spec.sample_batch, context.seed)
+
+
+register(Flow())
+register(FlowMH())

@@ -1,0 +1,80 @@
+"""The ``hmc`` sampler: Hybrid Monte Carlo (`reference.hmc`) on the theory's field space, float64 by default.
+
+``chains`` independent chains run as one batch: ``n_therm`` thermalisation trajectories (the step
+size adapted towards ``target_acceptance`` when ``adapt``), then ``n_traj`` measured trajectories of
+length ``trajectory_length`` with ``n_steps`` integrator steps (leapfrog or Omelyan).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from suite.errors import UsageError
+from suite.samplers import register
+from suite.samplers.base import RunContext, Sampler
+from suite.samplers.spec import option
+
+INTEGRATORS = ("leapfrog", "omelyan")
+
+
+@dataclass(frozen=True)
+class HMCSpec:
+    chains: int = option(16, min=1, help="independent HMC chains (one batch)")
+    n_therm: int = option(500, min=0, flag="--therm", help="thermalisation trajectories (step size adapted)")
+    n_traj: int = option(1000, min=2, flag="--n-traj", help="measured trajectories per chain")
+    integrator: str = option("leapfrog", choices=INTEGRATORS, help="molecular-dynamics integrator")
+    n_steps: int = option(10, min=1, help="integrator steps per trajectory (initial value when adapting)")
+    trajectory_length: float = option(1.0, above=0, flag="--traj-length", help="trajectory length (default 1)")
+    target_acceptance: float = option(0.8, above=0, below=1, help="acceptance the step size adapts to")
+    adapt: bool = option(True, help="adapt the step size during thermalisation")
+
+    def settings(self):
+        """The `reference.hmc.HMCSettings` of this spec."""
+        from reference.hmc import HMCSettings
+
+        try:
+            return HMCSettings(trajectory_length=self.trajectory_length, n_steps=self.n_steps,
+                               integrator=self.integrator, adapt=self.adapt,
+                               target_acceptance=self.target_acceptance)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+
+
+class HMC(Sampler):
+    name = "hmc"
+    spec = HMCSpec
+    default_dtype = "float64"
+    markov = True
+    baseline = True
+    runs_table = "HMC runs"
+    description = "Hybrid Monte Carlo"
+
+    def run(self, spec: HMCSpec, theory, context: RunContext):
+        from reference.hmc import run_hmc
+
+        chain = run_hmc(theory, chains=spec.chains, n_therm=spec.n_therm, n_traj=spec.n_traj, seed=context.seed,
+                        settings=spec.settings(), dtype=context.dtype, device=context.device,
+                        progress=context.progress)
+        return chain, None
+
+    def budget_label(self, spec: dict) -> str:
+        return f"{spec['chains']} chains × {spec['n_traj']} trajectories"
+
+    def columns(self, row) -> dict:
+        from suite.report.tables import format_value
+
+        info, metrics = row.sampler_info, row.metrics
+        exp_dh = metrics.get("exp_minus_delta_h")
+        return {
+            "chains": info.get("chains"),
+            "n_traj": info.get("n_traj"),
+            "integrator": info.get("integrator"),
+            "n_steps": info.get("n_steps"),
+            "step_size": info.get("step_size"),
+            "acceptance": metrics.get("acceptance"),
+            "exp_minus_delta_h": format_value(exp_dh["value"], exp_dh["error"]) if exp_dh else None,
+            "diverged": metrics.get("diverged_fraction"),
+        }
+
+
+register(HMC())
