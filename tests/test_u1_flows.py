@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from reference.flows import build
-from reference.flows.u1 import CircularSpline, HaarPrior, NCPMixture, plaquette_angle
+from reference.flows.priors import FieldPrior
+from reference.flows.u1 import CircularSpline, NCPMixture, plaquette_angle
+from suite.fields import TorusSpace
 from suite.fields import wrap_angle as wrap
 from suite.theories.u1 import gauge_transform
 
@@ -37,7 +39,7 @@ def circle_map(transform, n_sets=4, seed=0, scale=1.5):
 
 
 def test_haar_prior():
-    prior = HaarPrior((2, 3, 4))
+    prior = FieldPrior(TorusSpace((2, 3, 4)))
     z = prior.sample(1000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert z.shape == (1000, 2, 3, 4) and z.min() > -math.pi and z.max() <= math.pi
     assert abs(z.mean()) < 0.05 and abs(z.var() - math.pi**2 / 3) < 0.05
