@@ -11,6 +11,7 @@ complex space (``is_complex``) returns points of the matching complex type (`Fie
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import torch
@@ -39,6 +40,10 @@ class FieldSpace(ABC):
     def prior_sample(self, batch: int, *, generator=None, dtype=torch.float64, device=None) -> torch.Tensor:
         """A batch drawn from the space's simple prior (normal, Haar, ...)."""
 
+    @abstractmethod
+    def prior_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log density of the prior at x (B, *shape), shape (B,), w.r.t. the space's volume measure."""
+
     def momenta(self, x: torch.Tensor, *, generator=None) -> torch.Tensor:
         """Gaussian momenta in the tangent space at x, with K(p) = ½ Σ p²."""
         return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
@@ -62,6 +67,10 @@ class EuclideanSpace(FieldSpace):
     def prior_sample(self, batch, *, generator=None, dtype=torch.float64, device=None):
         return torch.randn((batch, *self.shape), generator=generator, dtype=dtype, device=device)
 
+    def prior_log_prob(self, x):
+        """log N(x; 0, 1) summed over a configuration: −½ Σ x² − (n/2) log 2π, n = prod(shape)."""
+        return -0.5 * x.pow(2).flatten(1).sum(1) - 0.5 * math.prod(self.shape) * math.log(2 * math.pi)
+
     def update(self, x, p, eps):
         return x + eps * p
 
@@ -82,6 +91,10 @@ class TorusSpace(FieldSpace):
     def prior_sample(self, batch, *, generator=None, dtype=torch.float64, device=None):
         u = torch.rand((batch, *self.shape), generator=generator, dtype=dtype, device=device)
         return torch.pi - 2 * torch.pi * u  # u in [0, 1): angles in (−π, π]
+
+    def prior_log_prob(self, x):
+        """The normalised Haar measure on (−π, π]^n: −n log 2π for every configuration, n = prod(shape)."""
+        return x.new_full((x.shape[0],), -math.prod(self.shape) * math.log(2 * math.pi))
 
     def update(self, x, p, eps):
         return wrap_angle(x + eps * p)

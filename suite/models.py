@@ -1,10 +1,16 @@
 """Models (flows or any generative model with an exact density) by name or by a user's factory.
 
-A model spec is a registered name (``affine``, ``spline``, ``hybrid``: `reference.flows.REGISTRY`),
-or a user's factory ``package.module:function`` or ``path/to/file.py:function``; the factory is
+A model spec is a registered reference model (a name in `reference.flows.REGISTRY`: affine,
+spline, hybrid, cnf, cnf-equivariant for scalar fields; u1-equivariant, u1-cnf for U(1) links), or
+a user's factory ``package.module:function`` or ``path/to/file.py:function``; the factory is
 called as ``function(theory, **hparams)`` and must return a `torch.nn.Module` with
-``sample(n) -> (x, log_q)`` (x of shape (n, *lattice), log_q of shape (n,)) and, for the
-objectives that need it, ``log_prob(x) -> (n,)``.
+``sample(n) -> (x, log_q)`` (x of shape (n, *theory.field.shape), log_q of shape (n,)) and, for
+the objectives that need it, ``log_prob(x) -> (n,)``.
+
+A reference model's hyperparameters are typed and bounded (its schema in the registry);
+`check_model_spec` checks a spec and its hyperparameters when a study is loaded, without a theory
+and without importing a user's file; `build_model` checks them again and builds. Every mistake is a
+one-line `UsageError`.
 """
 
 from __future__ import annotations
@@ -18,10 +24,39 @@ import torch
 from suite.errors import UsageError
 
 
-def _load_factory(spec: str):
-    target, _, name = spec.rpartition(":")
-    if not target or not name:
+def _split_factory_spec(spec) -> tuple[str, str]:
+    """(target, function) of a user's ``module:function`` / ``file.py:function``; UsageError if malformed."""
+    if not isinstance(spec, str):
         raise UsageError(f"model {spec!r}: expected a registered name, module:function or file.py:function")
+    target, _, name = spec.rpartition(":")
+    if not target or not name.isidentifier() or not (
+            target.endswith(".py") or all(part.isidentifier() for part in target.split("."))):
+        from reference.flows import REGISTRY
+
+        raise UsageError(f"model {spec!r}: expected a registered name ({', '.join(REGISTRY)}), "
+                         "module:function or file.py:function")
+    return target, name
+
+
+def check_model_spec(model, hparams: dict | None = None) -> dict:
+    """Check a model spec and its hyperparameters without a theory (at study load): a registered name's
+    hyperparameters against its schema (returned normalised, `reference.flows.validate_hparams`); for a
+    user's factory only the form of the spec (``module:function`` / ``file.py:function``; nothing is
+    imported) and that ``hparams`` is a table (returned as given). One-line UsageError otherwise."""
+    from reference.flows import is_reference_model, validate_hparams
+
+    if hparams is None:
+        hparams = {}
+    if is_reference_model(model):
+        return validate_hparams(model, hparams)
+    _split_factory_spec(model)
+    if not isinstance(hparams, dict):
+        raise UsageError(f"model {model!r}: hyperparameters must be a table/object, got {type(hparams).__name__}")
+    return dict(hparams)
+
+
+def _load_factory(spec: str):
+    target, name = _split_factory_spec(spec)
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
@@ -44,13 +79,14 @@ def _load_factory(spec: str):
 
 
 def build_model(spec: str, theory, hparams: dict | None = None) -> torch.nn.Module:
-    """The model named by ``spec`` for ``theory``, checked against the Model protocol."""
-    from reference.flows import REGISTRY, build
+    """The model named by ``spec`` for ``theory``, checked against the Model protocol. A reference
+    model's hyperparameters are validated against its schema first (`check_model_spec`)."""
+    from reference.flows import REGISTRY
 
-    hparams = dict(hparams or {})
+    hparams = check_model_spec(spec, hparams)
     if spec in REGISTRY:
         try:
-            model = build(spec, theory, **hparams)
+            model = REGISTRY[spec].factory(theory, **hparams)
         except (TypeError, ValueError) as err:
             raise UsageError(f"model {spec!r}: {err}") from None
     else:
@@ -91,6 +127,9 @@ def check_samples(out, n: int, theory, name: str = "model", finite: bool = True)
     want = (n, *theory.field.shape)
     if tuple(x.shape) != want:
         raise UsageError(f"{name}: sample({n}) returned x of shape {tuple(x.shape)}, expected {want}")
+    if x.is_complex() != theory.field.is_complex:
+        kind = "complex" if theory.field.is_complex else "real"
+        raise UsageError(f"{name}: sample({n}) returned x of dtype {x.dtype}, but the field is {kind}")
     if tuple(log_q.shape) != (n,):
         raise UsageError(f"{name}: sample({n}) returned log_q of shape {tuple(log_q.shape)}, expected ({n},)")
     if finite:
@@ -103,18 +142,3 @@ def check_finite_log_q(log_q: torch.Tensor, n: int, name: str = "model") -> None
     if not torch.isfinite(log_q).all():
         raise UsageError(f"{name}: sample({n}) returned non-finite log_q")
 
-
-def check_model_spec(spec: str, hparams: dict) -> None:
-    """Check a model spec at study load, without building it: a registered name's hparam names, or
-    the form ``module:function`` / ``file.py:function`` of a user's factory."""
-    from reference.flows import REGISTRY, hparams as accepted
-
-    if spec in REGISTRY:
-        unknown = sorted(set(hparams) - set(accepted(spec)))
-        if unknown:
-            raise UsageError(f"model {spec!r}: unknown hyperparameter {unknown[0]!r}; valid: {', '.join(accepted(spec))}")
-        return
-    target, _, name = spec.rpartition(":")
-    if not target or not name:
-        raise UsageError(f"model {spec!r}: expected a registered name ({', '.join(REGISTRY)}), module:function "
-                         "or file.py:function")

@@ -117,6 +117,10 @@ def _setup(case: str, tmp: Path, monkeypatch) -> None:
     elif case == "bool-seed":
         (tmp / "study.toml").write_text('[[task]]\nentries = ["phi4/free/L8"]\nsampler = {name = "hmc"}\n'
                                         'seeds = [true]\n')
+    elif case == "bad-last-task":  # must fail before the first task runs
+        (tmp / "study.toml").write_text('[[task]]\nentries = ["phi4/free/L8"]\nsampler = {name = "hmc", chains = 2, '
+                                        'n_traj = 10, n_therm = 5}\nseeds = [7]\n[[task]]\nentries = ["phi4/free/L8"]'
+                                        '\nsampler = {name = "flow", model = "affine", hparams = {n_layres = 2}}\n')
     elif case == "unknown-study-key":
         (tmp / "study.toml").write_text('nmae = "typo"\n[[task]]\nentries = ["phi4/free/L8"]\n'
                                         'sampler = {name = "hmc"}\n')
@@ -205,6 +209,11 @@ CASES = [
      "corrupt-checkpoint"),
     ("interrupted-without-resume", ["run", *FLOW, "--budget-steps", "5"], 2, "rerun with --resume",
      "corrupt-checkpoint"),
+    ("hparam-string-bool", ["run", *FLOW, "--hparams", '{"z2": "false"}'], 2, "z2 must be true or false", None),
+    ("hparam-bound-nan", ["run", *FLOW, "--model", "spline", "--hparams", '{"bound": NaN}'], 2, "bound", None),
+    ("hparam-bound-negative", ["run", *FLOW, "--model", "spline", "--hparams", '{"bound": -1}'], 2, "bound", None),
+    ("hparam-hidden-negative", ["run", *FLOW, "--hparams", '{"hidden": [-1]}'], 2, "hidden", None),
+    ("bad-last-task", ["run", "{tmp}/study.toml"], 2, "task 2", "bad-last-task"),
     # faults: one line naming the task and the phase, exit status 1
     ("full-disk", ["run", *ENTRY, *TINY, "--seed", "1"], 1, "could not write a row", "full-disk"),
     ("full-disk-chains", ["run", *ENTRY, *TINY, "--seed", "1"], 1, "failed while writing chains.npz",

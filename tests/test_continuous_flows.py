@@ -250,12 +250,17 @@ def test_registered_continuous_flows_follow_the_model_protocol():
         x, log_q = flow.sample(3)
         assert x.dtype == torch.float32 and x.shape == (3, *theory.field.shape) and torch.isfinite(log_q).all()
     square = SimpleNamespace(lattice=(4, 4))
-    for name, options, message in [("cnf", {"method": "euler"}, "unknown ODE method"),
-                                   ("cnf", {"divergence": "trace"}, "unknown divergence"),
-                                   ("cnf-equivariant", {"n_steps": 0}, "positive integer"),
-                                   ("u1-cnf", {"loops": "wilson"}, "unknown loops")]:
-        with pytest.raises(ValueError, match=message):
+    from reference.flows import REGISTRY
+
+    for name, options, message, guard in [
+            ("cnf", {"method": "euler"}, "method must be one of rk4, dopri5", "unknown ODE method"),
+            ("cnf", {"divergence": "trace"}, "divergence must be one of exact, hutchinson", "unknown divergence"),
+            ("cnf-equivariant", {"n_steps": 0}, "n_steps must be an integer >= 1", "positive integer"),
+            ("u1-cnf", {"loops": "wilson"}, "loops must be one of plaquette", "unknown loops")]:
+        with pytest.raises(ValueError, match=message):  # the registry's schema
             build(name, square, **options)
+        with pytest.raises(ValueError, match=guard):  # the factory's own guard
+            REGISTRY[name].factory(square, **options)
 
 
 @pytest.mark.slow

@@ -62,8 +62,9 @@ def test_cli_run_part_of_a_study_and_calibrate_list(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", shipped_studies())
 def test_every_shipped_study_loads_with_registered_models(name):
-    """A shipped study names catalogue entries (or line points still to calibrate) and reference models."""
-    from reference.flows import REGISTRY
+    """A shipped study names catalogue entries (or line points still to calibrate) and reference models
+    whose hyperparameters fit their schemas."""
+    from reference.flows import is_reference_model, validate_hparams
 
     try:
         tasks = load_study(name).tasks
@@ -71,5 +72,7 @@ def test_every_shipped_study_loads_with_registered_models(name):
         assert "lftbench calibrate" in str(err)
         tasks = load_study(name, tiers=["quick"]).tasks
     assert tasks
-    models = {t.sampler["model"] for t in tasks if t.sampler["name"] != "hmc"}
-    assert models <= set(REGISTRY), models - set(REGISTRY)
+    flows = [t.sampler for t in tasks if t.sampler["name"] != "hmc"]
+    assert all(is_reference_model(s["model"]) for s in flows), {s["model"] for s in flows}
+    for spec in flows:
+        validate_hparams(spec["model"], spec.get("hparams") or {})

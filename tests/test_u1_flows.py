@@ -6,8 +6,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from reference.flows import build
-from reference.flows.u1 import CircularSpline, HaarPrior, NCPMixture, plaquette_angle
+from reference.flows import build, build_u1_equivariant
+from reference.flows.priors import FieldPrior
+from reference.flows.u1 import CircularSpline, NCPMixture, plaquette_angle
+from suite.fields import TorusSpace
 from suite.fields import wrap_angle as wrap
 from suite.theories.u1 import gauge_transform
 
@@ -37,7 +39,7 @@ def circle_map(transform, n_sets=4, seed=0, scale=1.5):
 
 
 def test_haar_prior():
-    prior = HaarPrior((2, 3, 4))
+    prior = FieldPrior(TorusSpace((2, 3, 4)))
     z = prior.sample(1000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert z.shape == (1000, 2, 3, 4) and z.min() > -math.pi and z.max() <= math.pi
     assert abs(z.mean()) < 0.05 and abs(z.var() - math.pi**2 / 3) < 0.05
@@ -166,10 +168,13 @@ def test_registered_build_and_errors():
     assert x.dtype == torch.float32 and x.shape == (3, 2, 4, 4) and torch.isfinite(log_q).all()
     assert torch.isfinite(theory.action(x)).all()
     square = SimpleNamespace(lattice=(4, 4))
-    for options, message in [({"transform": "affine"}, "unknown transform"), ({"loops": "wilson"}, "unknown loops"),
-                             ({"n_layers": 0}, "at least one")]:
-        with pytest.raises(ValueError, match=message):
+    for options, message, guard in [({"transform": "affine"}, "transform must be one of ncp, spline", "unknown transform"),
+                                    ({"loops": "wilson"}, "loops must be one of plaquette", "unknown loops"),
+                                    ({"n_layers": 0}, "n_layers must be an integer >= 1", "at least one")]:
+        with pytest.raises(ValueError, match=message):  # the registry's schema
             build("u1-equivariant", square, **options)
+        with pytest.raises(ValueError, match=guard):  # the factory's own guard
+            build_u1_equivariant(square, **options)
     with pytest.raises(ValueError, match="two-dimensional"):
         build("u1-equivariant", SimpleNamespace(lattice=(4, 4, 4)))
     with pytest.raises(ValueError, match="divisible"):

@@ -41,9 +41,8 @@ import torch
 from torch import nn
 
 from reference.flows.couplings import CONVOLUTIONS
-from reference.flows.models import Flow
+from reference.flows.models import Flow, scalar_prior
 from reference.flows.ode import Solver, odeint, odeint_adjoint
-from reference.flows.priors import NormalPrior
 from reference.flows.transforms import Bijection
 
 DIVERGENCES = ("exact", "hutchinson")
@@ -204,7 +203,7 @@ class ContinuousFlow(Flow):
 def _continuous_flow(theory, velocity, method, n_steps, rtol, atol, adjoint) -> ContinuousFlow:
     solver = Solver(method, n_steps, rtol, atol)
     transform = ContinuousTransform(velocity, solver, adjoint)
-    return ContinuousFlow(NormalPrior(tuple(theory.lattice)), transform).to(torch.float32)
+    return ContinuousFlow(scalar_prior(theory), transform).to(torch.float32)
 
 
 def build_cnf_equivariant(theory, n_freq=16, n_time=5, freq_max=5.0, method="rk4", n_steps=20, rtol=1e-5,

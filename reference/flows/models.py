@@ -1,7 +1,8 @@
 """Flows as models with exact density, and the factories of the reference flows.
 
-Factories read only ``theory.lattice`` (any scalar theory, any lattice dimension 1-3) and return
-a float32 `Flow`; ``.double()`` / ``.to(device)`` move it.
+Factories read ``theory.lattice`` and ``theory.field`` (any scalar theory, a `EuclideanSpace` of
+shape ``lattice``, any lattice dimension 1-3; an object with only a ``lattice`` is taken as a scalar
+field on it), take the prior from the field space and return a float32 `Flow`; ``.double()`` / ``.to(device)`` move it.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ from torch import nn
 
 from reference.flows.couplings import AffineCoupling, SplineCoupling
 from reference.flows.masks import layer_mask
-from reference.flows.priors import NormalPrior
+from reference.flows.priors import FieldPrior, field_prior
 from reference.flows.transforms import Rescale, Sequential
+from suite.fields import EuclideanSpace
 
 
 class Flow(nn.Module):
-    """x = transform(z), z ~ prior: log q(x) = log p(z) − log|det ∂x/∂z|. Shapes (B, *lattice), (B,)."""
+    """x = transform(z), z ~ prior: log q(x) = log p(z) − log|det ∂x/∂z|. Shapes (B, *field shape), (B,).
 
-    def __init__(self, prior: NormalPrior, transform: Sequential):
+    ``prior`` is the field space's (`reference.flows.priors.FieldPrior`); it holds no parameters.
+    """
+
+    def __init__(self, prior: FieldPrior, transform: Sequential):
         super().__init__()
         self.prior, self.transform = prior, transform
 
@@ -35,8 +40,13 @@ class Flow(nn.Module):
         return self.prior.log_prob(z) + ladj
 
 
-def _flow(lattice, layers) -> Flow:
-    return Flow(NormalPrior(lattice), Sequential(*layers)).to(torch.float32)
+def scalar_prior(theory) -> FieldPrior:
+    """The N(0, 1) prior of a scalar theory's field space, shape ``theory.lattice``."""
+    return field_prior(theory, EuclideanSpace, tuple(theory.lattice))
+
+
+def _flow(theory, layers) -> Flow:
+    return Flow(scalar_prior(theory), Sequential(*layers)).to(torch.float32)
 
 
 def _couplings(coupling, n_layers, lattice, mask, **options):
@@ -48,7 +58,7 @@ def _couplings(coupling, n_layers, lattice, mask, **options):
 def build_affine(theory, n_layers=16, hidden=(8, 8), kernel_size=3, z2=False, mask="checkerboard") -> Flow:
     """The RealNVP flow of the 2021 tutorial (arXiv:2101.08176): affine couplings, alternating parity."""
     lattice = tuple(theory.lattice)
-    return _flow(lattice, _couplings(AffineCoupling, n_layers, lattice, mask,
+    return _flow(theory, _couplings(AffineCoupling, n_layers, lattice, mask,
                                      hidden=hidden, kernel_size=kernel_size, z2=z2))
 
 
@@ -56,7 +66,7 @@ def build_spline(theory, n_layers=8, n_bins=8, bound=5.0, hidden=(8, 8), kernel_
                  mask="checkerboard") -> Flow:
     """Rational-quadratic spline couplings on [−bound, bound] with identity tails, alternating parity."""
     lattice = tuple(theory.lattice)
-    return _flow(lattice, _couplings(SplineCoupling, n_layers, lattice, mask, n_bins=n_bins, bound=bound,
+    return _flow(theory, _couplings(SplineCoupling, n_layers, lattice, mask, n_bins=n_bins, bound=bound,
                                      hidden=hidden, kernel_size=kernel_size, z2=z2))
 
 
@@ -70,6 +80,6 @@ def build_hybrid(theory, n_affine=8, n_spline=2, n_bins=8, bound=5.0, hidden=(8,
     """
     lattice = tuple(theory.lattice)
     options = dict(hidden=hidden, kernel_size=kernel_size, z2=z2)
-    return _flow(lattice, [*_couplings(AffineCoupling, n_affine, lattice, mask, **options), Rescale(),
+    return _flow(theory, [*_couplings(AffineCoupling, n_affine, lattice, mask, **options), Rescale(),
                            *_couplings(SplineCoupling, n_spline, lattice, mask, n_bins=n_bins, bound=bound,
                                        **options), Rescale()])

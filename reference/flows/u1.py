@@ -6,7 +6,8 @@ Layout and conventions (as `suite.theories.u1`): links are angles θ_μ(x) of sh
 θ_P(x) = θ_0(x) + θ_1(x+0̂) − θ_0(x+1̂) − θ_1(x); a gauge transformation acts as
 θ_μ(x) → α(x) + θ_μ(x) − α(x+μ̂). ``forward`` maps the prior to the target (`transforms`).
 
-Prior: Haar measure, i.e. uniform angles, log p = −2V log 2π (V = L0·L1).
+Prior: Haar measure, i.e. uniform angles, log p = −2V log 2π (V = L0·L1): the theory's field space
+(`suite.fields.TorusSpace`, `reference.flows.priors.FieldPrior`).
 
 Coupling layer (the tutorial's ``GaugeEquivCouplingLayer`` + ``NCPPlaqCouplingLayer``) for a
 direction μ and an offset o, with ν = 1 − μ and stripes repeating with period p along axis ν
@@ -47,9 +48,10 @@ from torch import nn
 
 from reference.flows.couplings import ConvNet
 from reference.flows.models import Flow
+from reference.flows.priors import FieldPrior, field_prior
 from reference.flows.splines import rational_quadratic_spline
 from reference.flows.transforms import Bijection, Sequential
-from suite.fields import wrap_angle
+from suite.fields import TorusSpace, wrap_angle
 from suite.lattice import shift
 from suite.theories.u1 import U1
 
@@ -58,18 +60,9 @@ TRANSFORMS = ("ncp", "spline")
 LOOPS = ("plaquette", "plaquette+rectangle")
 
 
-class HaarPrior:
-    """Uniform angles in (−π, π] on every link of shape (2, L0, L1); log p = −(#links) log 2π."""
-
-    def __init__(self, shape):
-        self.shape = tuple(int(n) for n in shape)
-
-    def sample(self, n: int, generator=None, dtype=torch.float32, device=None) -> torch.Tensor:
-        u = torch.rand((n, *self.shape), generator=generator, dtype=dtype, device=device)
-        return math.pi - 2 * math.pi * u
-
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        return x.new_full((x.shape[0],), -math.prod(self.shape) * math.log(2 * math.pi))
+def haar_prior(theory) -> FieldPrior:
+    """The Haar prior (uniform angles) of the theory's `TorusSpace` of links (2, L0, L1)."""
+    return field_prior(theory, TorusSpace, (2, *theory.lattice))
 
 
 def _ncp(x, s):
@@ -223,4 +216,4 @@ def build_u1_equivariant(theory, n_layers=16, transform="ncp", n_mixture=6, n_bi
         rect = loops == "plaquette+rectangle"
         net = ConvNet(6 if rect else 2, hidden, circle_map.n_params, kernel_size, dim=2, final_tanh=False)
         layers.append(GaugeEquivariantCoupling(lattice, mu, (i // 2) % periods[mu], circle_map, net, rect))
-    return Flow(HaarPrior((2, *lattice)), Sequential(*layers)).to(torch.float32)
+    return Flow(haar_prior(theory), Sequential(*layers)).to(torch.float32)

@@ -24,7 +24,7 @@ from torch import nn
 
 from reference.flows.continuous import ContinuousFlow, ContinuousTransform, fourier_time_features
 from reference.flows.ode import Solver
-from reference.flows.u1 import LOOPS, HaarPrior, plaquette_angle, rectangle_angles
+from reference.flows.u1 import LOOPS, haar_prior, plaquette_angle, rectangle_angles
 from suite.fields import wrap_angle
 
 
@@ -83,4 +83,4 @@ def build_u1_cnf(theory, loops="plaquette+rectangle", n_harmonics=3, n_time=5, m
         raise ValueError(f"the U(1) continuous flow is two-dimensional, got lattice {list(lattice)}")
     velocity = WilsonLoopPotentialVelocity(loops, n_harmonics, n_time)
     transform = WrappedContinuousTransform(velocity, Solver(method, n_steps, rtol, atol), adjoint)
-    return ContinuousFlow(HaarPrior((2, *lattice)), transform).to(torch.float32)
+    return ContinuousFlow(haar_prior(theory), transform).to(torch.float32)

@@ -92,7 +92,7 @@ class FlowSpec:
                              "(or a pretrain)")
         from suite.models import check_model_spec
 
-        check_model_spec(self.model, self.hparams)
+        check_model_spec(self.model, self.hparams)  # hparams checked against the model's schema
 
     @property
     def has_budget(self) -> bool:
@@ -157,9 +157,9 @@ class Flow(Sampler):
                              f"{'x'.join(map(str, entry.lattice))}")
 
     def is_reference(self, spec: dict) -> bool:
-        from reference.flows import REGISTRY
+        from reference.flows import is_reference_model
 
-        return spec.get("model") in REGISTRY
+        return is_reference_model(spec.get("model"))
 
     def label(self, spec: dict) -> str:
         return f"{self.name} {spec['model']} {spec['objective']}, {budget_label(spec)}"
