@@ -13,13 +13,12 @@ from suite.catalogue import CatalogueError, get_entry
 from suite.errors import UsageError
 from suite.harness.samplers import pretrain_key
 from suite.harness.results import now, prepare_output_folder, read_rows
-from suite.report.figures import (autocorrelation_scan, history_and_autocorrelation, markdown_image,
+from suite.report.figures import (history_and_autocorrelation, markdown_image,
                                   training_curves)
 from suite.report.scaling import scaling_section
-from suite.report.tables import format_value, sampler_label, observables_table, runs_table, to_markdown
+from suite.report.tables import format_value, observables_table, runs_table, to_markdown
 from suite.report.throughput import is_throughput, throughput_section
-
-FIGURE_OBSERVABLES = ("chi2", "abs_mag", "topological_charge", "plaquette", "action_density")  # those present
+from suite.theories.registry import registered_theories, theory_info
 
 
 def load_rows(folders) -> list[dict]:
@@ -82,7 +81,7 @@ def _chain_figure(row: dict, out: Path) -> list[str]:
     chain = Chain.load(chain_path)
     if chain.accepted is None:
         return []
-    names = [n for n in FIGURE_OBSERVABLES if n in chain.observables][:3]
+    names = [n for n in theory_info(row["theory"]).figure_observables if n in chain.observables][:3]
     if not names:
         return []
     figure = out / "figures" / f"{row['run_id']}.png"
@@ -128,51 +127,6 @@ def _training_section(rows: list[dict], out: Path) -> list[str]:
     return lines
 
 
-def _topology_record(r: dict) -> dict:
-    """One row of the freezing table: τ_int of Q, Q² and the plaquette, N_eff(Q) = N/(2τ_int) (below
-    ~50 the τ_int and errors of that row are not to be trusted), cost per independent Q² sample
-    (sampling only) and training cost, the measured plaquette and χ_t beside the exact ones."""
-    obs, training = r["observables"], r.get("training") or {}
-    ess = r["metrics"].get("ess")
-    return {
-        "β": r["params"]["beta"], "sampler": sampler_label(r["sampler"]), "acceptance": r["metrics"].get("acceptance"),
-        "ESS": format_value(ess["value"], ess["error"]) if ess else None,
-        **{f"tau_int({name})": format_value(obs[key]["tau_int"], obs[key]["tau_int_error"])
-           for key, name in (("topological_charge", "Q"), ("q2", "Q²"), ("plaquette", "plaquette"))},
-        "N_eff(Q)": round(obs["topological_charge"]["n_samples"] / (2 * obs["topological_charge"]["tau_int"])),
-        "s per indep. Q²": obs["q2"].get("seconds_per_independent_sample"),
-        "train CPU s": training.get("cpu_seconds"),
-        **{f"{k} measured": format_value(obs[k]["value"], obs[k]["error"]) for k in ("plaquette", "chi_t")},
-        **{f"{k} exact": r["reference"].get(k, {}).get("value") for k in ("plaquette", "chi_t")},
-        **{f"{k} pull": r["reference"].get(k, {}).get("pull") for k in ("plaquette", "chi_t")},
-    }
-
-
-def _topology_section(rows: list[dict], out: Path) -> list[str]:
-    """U(1) runs at several β on one lattice: τ_int(Q) and cost against β per sampler, and the
-    measured plaquette and χ_t beside the exact values."""
-    lines = []
-    u1 = [r for r in rows if r["theory"] == "u1"]
-    for lattice in dict.fromkeys(tuple(r["lattice"]) for r in u1):
-        at = [r for r in u1 if tuple(r["lattice"]) == lattice]
-        if len({r["params"]["beta"] for r in at}) < 2:
-            continue
-        series = {}
-        for r in at:
-            series.setdefault(sampler_label(r["sampler"]), []).append((r["params"]["beta"], r["observables"]["topological_charge"]))
-        name = "x".join(map(str, lattice))
-        figure = out / "figures" / f"topology-u1-{name}.png"
-        autocorrelation_scan(series, "Q", "β", f"U(1) {name}: topological freezing", figure)
-        table = pd.DataFrame.from_records([_topology_record(r) for r in
-                                           sorted(at, key=lambda r: (r["params"]["beta"], sampler_label(r["sampler"])))])
-        lines += [f"## Topological freezing, U(1) {name}", "", *markdown_image("τ_int(Q) against β", figure),
-                  "τ_int in trajectories (HMC) or Metropolis steps (flow-mh). N_eff(Q) = N/(2τ_int(Q)): where it "
-                  "is below about 50 the chain has seen too few independent charges for its τ_int, errors and "
-                  "pulls to be trusted (a flow chain stuck by rejections, or HMC frozen). Training CPU seconds "
-                  "include any pretraining.", "", to_markdown(table), ""]
-    return lines
-
-
 def build_report(results_folders, out, *, target_ess: float = 0.1, n_independent: float = 1e4) -> Path:
     """Write report.md, runs.csv, observables.csv, figures/ and tables/ to ``out``; returns the report path.
 
@@ -208,7 +162,10 @@ def build_report(results_folders, out, *, target_ess: float = 0.1, n_independent
     if len(flow_runs):
         lines += ["## Flow runs", "", to_markdown(flow_runs.drop(columns=["run_id"])), "",
                   *_training_section(rows, out)]
-    lines += _topology_section(rows, out)
+    for info in registered_theories().values():  # the sections each theory adds (U(1): topological freezing)
+        theory_rows = [r for r in rows if r["theory"] == info.name]
+        for section in info.report_sections if theory_rows else ():
+            lines += section(theory_rows, out)
     lines += scaling_section(rows, out, target_ess=target_ess, n_independent=n_independent)
     lines += throughput_section(throughput, out)
     lines += ["## Observables against reference values", ""]

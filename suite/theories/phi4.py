@@ -38,6 +38,7 @@ import torch
 from suite.fields import EuclideanSpace
 from suite.lattice import shift
 from suite.theories.base import DerivedQuantity, Theory
+from suite.theories.registry import ExactSolver, TheoryInfo, lazy, register_theory
 
 CONVENTIONS = ("lecture", "albergo", "hopping")
 
@@ -161,3 +162,15 @@ def effective_mass_average(corr: np.ndarray) -> float:
     ratio = (corr[:-2] + corr[2:]) / (2 * corr[1:-1])
     with np.errstate(invalid="ignore"):
         return float(np.mean(np.arccosh(ratio)))
+
+
+register_theory(TheoryInfo(
+    name="phi4",
+    build=Phi4.from_convention,
+    conventions=CONVENTIONS,
+    headline_observable="chi2",
+    figure_observables=("chi2", "abs_mag", "action_density"),
+    exact={"free-scalar": ExactSolver(lazy("suite.exact.free_scalar:free_scalar_exact"),
+                                      "exact: free-field lattice propagator")},
+    reference_observables=("xi2nd", "chi2", "abs_mag", "e_ising", "action_density", "m_pole"),
+))
