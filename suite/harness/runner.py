@@ -98,6 +98,8 @@ def run_task(task: Task, out: Path, *, device: str = "cpu", dtype: str | None = 
 def run_tasks(tasks, out, *, device="cpu", dtype=None, force=False, resume=False, progress=None,
               log=print) -> list[dict]:
     """Run tasks in order into folder ``out``, skipping those already done unless ``force``."""
+    for entry_id in dict.fromkeys(task.entry_id for task in tasks):  # an unregistered theory or exact solver
+        get_entry(entry_id).theory_info()                          # fails before the first task runs
     out = prepare_output_folder(out)
     done = {row["run_id"] for row in read_rows(out)}
     rows = []
