@@ -28,6 +28,10 @@ where the argument is not positive. In infinite volume every Creutz ratio equals
 tension −log(I_1(β)/I_0(β)).
 
 Exact finite-volume values of all of these: `suite.exact.u1`.
+
+Registered (`suite.theories.registry`) as theory ``u1``: exact solver ``u1-character-expansion``,
+headline observable ``topological_charge``, history figures of Q, the plaquette and S/V, and the
+report's topological-freezing section (`suite.report.topology`).
 """
 
 from __future__ import annotations
