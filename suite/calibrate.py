@@ -36,7 +36,6 @@ from suite.catalogue.lines import CALIBRATED_FILE, Point, points
 from suite.chain import Chain
 from suite.errors import UsageError
 
-REFERENCE_OBSERVABLES = ("xi2nd", "chi2", "abs_mag", "e_ising", "action_density", "m_pole")
 MAX_EVALUATIONS = 20
 DIGITS = 6  # decimals of a tuned parameter
 NEAREST = 4  # evaluations (nearest the root) in the straight-line fit once the root is bracketed
@@ -68,10 +67,11 @@ def _run(point: Point, value: float, settings: dict, seed: int, progress) -> Cha
 
 def _estimates(point: Point, value: float, chain: Chain) -> dict[str, dict]:
     from suite.metrics import estimate_observables
+    from suite.theories import theory_info
 
     est = estimate_observables(chain, _theory(point, value))
     return {k: {"value": est[k]["value"], "error": est[k]["error"], "tau_int": est[k]["tau_int"]}
-            for k in REFERENCE_OBSERVABLES if k in est and math.isfinite(est[k]["error"])}
+            for k in theory_info(point.theory).reference_observables if k in est and math.isfinite(est[k]["error"])}
 
 
 def _target(point: Point) -> tuple[str, float]:

@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-ess", type=float, default=0.5, help="batch ESS per sample to reach (default 0.5)")
     p.add_argument("--n-independent", type=float, default=1e4,
                    help="independent samples the training cost is amortised over (default 1e4)")
-    p.add_argument("--observable", help="observable of τ_int and cost (default chi2; topological_charge for U(1))")
+    p.add_argument("--observable", help="observable of τ_int and cost (default: the theory's headline observable, "
+                                        "chi2 for phi4, topological_charge for u1)")
     p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json"])
 
     p = sub.add_parser("calibrate", help="tune a line-of-constant-physics point with HMC and write its entry")

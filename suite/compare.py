@@ -6,7 +6,7 @@ seed-to-seed spread):
 
 * ``ess``: ESS per sample at the contender's budget — for ``flow`` the reweighting ESS
   (Σw)²/(N Σw²); for Markov chains (``hmc``, ``flow-mh``) N_eff/N = 1/(2 τ_int) of the
-  leaderboard observable.
+  leaderboard observable (by default the theory's headline observable, `TheoryInfo.headline_observable`).
 * ``steps_to_target`` / ``seconds_to_target``: training steps and seconds until the running
   mean of the batch ESS first reaches the target (flows; see `suite.metrics.time_to_target`).
 * ``cost``: seconds per effectively independent sample of the observable while sampling;
@@ -28,9 +28,9 @@ import pandas as pd
 from suite.errors import UsageError
 from suite.metrics import run_time_to_target
 from suite.report import fits
+from suite.theories.registry import theory_info
 
 GROUPINGS = ("model", "objective", "sampler")
-DEFAULT_OBSERVABLE = {"phi4": "chi2", "u1": "topological_charge"}
 
 
 def contender(row, by: str) -> str:
@@ -81,7 +81,7 @@ def leaderboard(rows: list[dict], *, by: str = "model", target_ess: float = 0.5,
     for row in rows:  # runs are pooled only when their specs agree (seeds of one recipe)
         if not row.ok:
             continue
-        name = observable or DEFAULT_OBSERVABLE.get(row.theory, "chi2")
+        name = observable or theory_info(row.theory).headline_observable
         record = {**_run_record(row, name, target_ess), "observable": name, "row": row}
         recipe = json.dumps(row.sampler, sort_keys=True)
         groups.setdefault((row.entry, contender(row, by), recipe), []).append(record)

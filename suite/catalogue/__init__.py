@@ -7,9 +7,12 @@ source ``convention`` and its ``params`` (converted to the canonical form in cod
 parameters, and zero or more reference values ``[entry.reference.NAME]`` with ``value``,
 ``error`` and ``provenance`` (``exact``, ``literature: <arXiv id, table>`` or
 ``computed: <sampler, statistics, suite version>``; computed ones also name the ``command``
-that regenerates them). ``exact = "free-scalar"`` or ``"u1-character-expansion"`` marks entries
-whose exact values the suite computes itself (`suite.exact`). Entries on lines of constant physics
-are written by ``lftbench calibrate`` (`suite.catalogue.lines`) into ``phi4-lcp.toml``.
+that regenerates them). ``exact = "NAME"`` (e.g. ``"free-scalar"``, ``"u1-character-expansion"``)
+marks entries whose exact values the suite computes itself: NAME is one of the exact solvers the
+entry's theory registers (`suite.theories.registry`), checked when the entry is used (its theory
+resolved), not when the file is parsed. Entries on lines of constant physics are written by
+``lftbench calibrate`` (`suite.catalogue.lines`) into ``phi4-lcp.toml``. `add_catalogue_file` adds
+a file outside this folder to the process's catalogue (a test's toy theory, a user's plugin).
 
 This module imports no torch: ``lftbench list`` must start fast.
 """
@@ -20,13 +23,13 @@ import math
 import difflib
 import tomllib
 from dataclasses import dataclass, field
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 from suite.errors import UsageError
 
 TIERS = ("quick", "standard", "large")
-EXACT_SOLVERS = ("free-scalar", "u1-character-expansion")
 CATALOGUE_DIR = Path(__file__).parent
 
 
@@ -59,25 +62,34 @@ class Entry:
     def volume(self) -> int:
         return math.prod(self.lattice)
 
+    def theory_info(self):
+        """The registered `TheoryInfo` of this entry's theory (imports torch); checks the ``exact`` solver
+        is one it registers. A one-line CatalogueError naming the entry otherwise."""
+        from suite.theories import theory_info
+
+        try:
+            info = theory_info(self.theory)
+            if self.exact is not None:
+                info.exact_solver(self.exact)
+        except UsageError as err:
+            raise CatalogueError(f"entry {self.id!r}: {err}") from None
+        return info
+
     def build_theory(self, lattice: tuple[int, ...] | None = None):
         """The Theory this entry describes (imports torch); ``lattice`` puts the same couplings on another lattice."""
-        from suite.theories import build_theory
-
-        return build_theory(self.theory, tuple(lattice or self.lattice), self.convention, self.params)
+        info = self.theory_info()
+        try:
+            return info.build_theory(self.convention, tuple(lattice or self.lattice), **self.params)
+        except UsageError as err:
+            raise CatalogueError(f"entry {self.id!r}: {err}") from None
 
     def reference_values(self) -> dict[str, ReferenceValue]:
-        """The stored reference values plus, for ``exact`` entries, those computed exactly now."""
+        """The stored reference values plus, for ``exact`` entries, those its theory's exact solver computes now."""
         values = dict(self.reference)
-        if self.exact == "free-scalar":
-            from suite.exact.free_scalar import free_scalar_exact
-
-            for name, value in free_scalar_exact(self.build_theory()).items():
-                values[name] = ReferenceValue(value, 0.0, "exact: free-field lattice propagator")
-        elif self.exact == "u1-character-expansion":
-            from suite.exact.u1 import u1_exact
-
-            for name, value in u1_exact(self.build_theory()).items():
-                values[name] = ReferenceValue(value, 0.0, "exact: U(1) character expansion (arXiv:1901.09830)")
+        if self.exact is not None:
+            solver = self.theory_info().exact_solver(self.exact)
+            for name, value in solver.function(self.build_theory()).items():
+                values[name] = ReferenceValue(value, 0.0, solver.provenance)
         return values
 
 
@@ -107,9 +119,9 @@ def _parse_entry(raw: dict, where: str) -> Entry:
     for key, value in params.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise CatalogueError(f"{where}: field 'params.{key}' must be a number, got {value!r}")
-    exact = raw.get("exact")
-    if exact is not None and exact not in EXACT_SOLVERS:
-        raise CatalogueError(f"{where}: field 'exact' must be one of {', '.join(EXACT_SOLVERS)}, got {exact!r}")
+    exact = raw.get("exact")  # the solver's name is checked against the theory's registry when the entry is used
+    if exact is not None and (not isinstance(exact, str) or not exact):
+        raise CatalogueError(f"{where}: field 'exact' must be the name of an exact solver, got {exact!r}")
     reference = {}
     for name, ref in raw.get("reference", {}).items():
         ref_where = f"{where} reference '{name}'"
@@ -162,10 +174,42 @@ def parse_catalogue_files(paths) -> tuple[int, dict[str, Entry]]:
     return version, entries
 
 
+_EXTRA_FILES: list[Path] = []
+
+
 @lru_cache(maxsize=1)
 def load_catalogue() -> tuple[int, dict[str, Entry]]:
-    """The shipped catalogue: (version, entries by id)."""
-    return parse_catalogue_files(CATALOGUE_DIR.glob("*.toml"))
+    """The catalogue: (version, entries by id) of the shipped files and any added with `add_catalogue_file`."""
+    return parse_catalogue_files([*CATALOGUE_DIR.glob("*.toml"), *_EXTRA_FILES])
+
+
+def add_catalogue_file(path) -> None:
+    """Add a catalogue file (same ``catalogue_version`` as the shipped ones) to this process's catalogue.
+
+    Its entries are validated on the next load; a malformed file or a duplicate id is a CatalogueError then.
+    """
+    path = Path(path).resolve()
+    if path not in _EXTRA_FILES:
+        _EXTRA_FILES.append(path)
+    load_catalogue.cache_clear()
+
+
+def remove_catalogue_file(path) -> None:
+    """Undo `add_catalogue_file`."""
+    path = Path(path).resolve()
+    if path in _EXTRA_FILES:
+        _EXTRA_FILES.remove(path)
+    load_catalogue.cache_clear()
+
+
+@contextmanager
+def extra_catalogue_file(path):
+    """``with extra_catalogue_file(path):`` the catalogue includes ``path`` (for tests and plugins)."""
+    add_catalogue_file(path)
+    try:
+        yield
+    finally:
+        remove_catalogue_file(path)
 
 
 def catalogue_version() -> int:

@@ -45,9 +45,10 @@ class Task:
 
 
 def make_task(entry_id: str, sampler: dict, seed) -> Task:
-    """A validated task: the entry exists, the spec is valid and fits it, the seed is in range."""
+    """A validated task: the entry and its theory exist, the spec is valid and fits it, the seed is in range."""
     check_seed(seed)
     entry = get_entry(entry_id)
+    entry.theory_info()  # its theory and exact solver are registered
     spec = spec_dict(sampler)
     plugin, typed = parse_spec(spec)
     plugin.check_task(typed, entry)

@@ -12,13 +12,11 @@ from suite.chain import Chain
 from suite.errors import UsageError
 from suite.harness.results import now, prepare_output_folder
 from suite.harness.rows import read_records, read_rows
-from suite.report.figures import (autocorrelation_scan, history_and_autocorrelation, markdown_image,
-                                  training_curves)
+from suite.report.figures import history_and_autocorrelation, markdown_image, training_curves
 from suite.report.scaling import scaling_section
-from suite.report.tables import format_value, observables_table, runs_tables, sampler_label, to_markdown
+from suite.report.tables import format_value, observables_table, runs_tables, to_markdown
 from suite.report.throughput import KIND as THROUGHPUT, throughput_section
-
-FIGURE_OBSERVABLES = ("chi2", "abs_mag", "topological_charge", "plaquette", "action_density")  # those present
+from suite.theories.registry import registered_theories, theory_info
 
 
 def load_rows(folders) -> list:
@@ -86,7 +84,7 @@ def _chain_figure(row, out: Path) -> list[str]:
         return [f"({err}: no figures)", ""]
     if chain.accepted is None:
         return []
-    names = [n for n in FIGURE_OBSERVABLES if n in chain.observables][:3]
+    names = [n for n in theory_info(row.theory).figure_observables if n in chain.observables][:3]
     if not names:
         return []
     figure = out / "figures" / f"{row.run_id}.png"
@@ -114,51 +112,6 @@ def _training_section(rows, out: Path) -> list[str]:
             figure = out / "figures" / f"training-{entry.replace('/', '_')}.png"
             training_curves(curves, f"{entry}: training", figure)
             lines += markdown_image(f"training curves for {entry}", figure)
-    return lines
-
-
-def _topology_record(r) -> dict:
-    """One row of the freezing table: τ_int of Q, Q² and the plaquette, N_eff(Q) = N/(2τ_int) (below
-    ~50 the τ_int and errors of that row are not to be trusted), cost per independent Q² sample
-    (sampling only) and training cost, the measured plaquette and χ_t beside the exact ones."""
-    obs, training = r.observables, r.training or {}
-    ess = r.metrics.get("ess")
-    return {
-        "β": r.params["beta"], "sampler": sampler_label(r.sampler), "acceptance": r.metrics.get("acceptance"),
-        "ESS": format_value(ess["value"], ess["error"]) if ess else None,
-        **{f"tau_int({name})": format_value(obs[key]["tau_int"], obs[key]["tau_int_error"])
-           for key, name in (("topological_charge", "Q"), ("q2", "Q²"), ("plaquette", "plaquette"))},
-        "N_eff(Q)": round(obs["topological_charge"]["n_samples"] / (2 * obs["topological_charge"]["tau_int"])),
-        "s per indep. Q²": obs["q2"].get("seconds_per_independent_sample"),
-        "train CPU s": training.get("cpu_seconds"),
-        **{f"{k} measured": format_value(obs[k]["value"], obs[k]["error"]) for k in ("plaquette", "chi_t")},
-        **{f"{k} exact": r.reference.get(k, {}).get("value") for k in ("plaquette", "chi_t")},
-        **{f"{k} pull": r.reference.get(k, {}).get("pull") for k in ("plaquette", "chi_t")},
-    }
-
-
-def _topology_section(rows, out: Path) -> list[str]:
-    """U(1) runs at several β on one lattice: τ_int(Q) and cost against β per sampler, and the
-    measured plaquette and χ_t beside the exact values."""
-    lines = []
-    u1 = [r for r in rows if r.theory == "u1"]
-    for lattice in dict.fromkeys(tuple(r.lattice) for r in u1):
-        at = [r for r in u1 if tuple(r.lattice) == lattice]
-        if len({r.params["beta"] for r in at}) < 2:
-            continue
-        series = {}
-        for r in at:
-            series.setdefault(sampler_label(r.sampler), []).append((r.params["beta"], r.observables["topological_charge"]))
-        name = "x".join(map(str, lattice))
-        figure = out / "figures" / f"topology-u1-{name}.png"
-        autocorrelation_scan(series, "Q", "β", f"U(1) {name}: topological freezing", figure)
-        table = pd.DataFrame.from_records([_topology_record(r) for r in
-                                           sorted(at, key=lambda r: (r.params["beta"], sampler_label(r.sampler)))])
-        lines += [f"## Topological freezing, U(1) {name}", "", *markdown_image("τ_int(Q) against β", figure),
-                  "τ_int in trajectories (HMC) or Metropolis steps (flow-mh). N_eff(Q) = N/(2τ_int(Q)): where it "
-                  "is below about 50 the chain has seen too few independent charges for its τ_int, errors and "
-                  "pulls to be trusted (a flow chain stuck by rejections, or HMC frozen). Training CPU seconds "
-                  "include any pretraining.", "", to_markdown(table), ""]
     return lines
 
 
@@ -207,7 +160,10 @@ def build_report(results_folders, out, *, target_ess: float = 0.1, n_independent
         if any(r.training for r in finished if r.plugin.runs_table == title):
             lines += _training_section([r for r in finished if r.plugin.runs_table == title], out)
     lines += _unfinished_section(rows)
-    lines += _topology_section(finished, out)
+    for info in registered_theories().values():  # the sections each theory adds (U(1): topological freezing)
+        theory_rows = [r for r in finished if r.theory == info.name]
+        for section in info.report_sections if theory_rows else ():
+            lines += section(theory_rows, out)
     lines += scaling_section(finished, out, target_ess=target_ess, n_independent=n_independent)
     lines += throughput_section(throughput, out)
     lines += ["## Observables against reference values", ""]

@@ -28,6 +28,10 @@ where the argument is not positive. In infinite volume every Creutz ratio equals
 tension −log(I_1(β)/I_0(β)).
 
 Exact finite-volume values of all of these: `suite.exact.u1`.
+
+Registered (`suite.theories.registry`) as theory ``u1``: exact solver ``u1-character-expansion``,
+headline observable ``topological_charge``, history figures of Q, the plaquette and S/V, and the
+report's topological-freezing section (`suite.report.topology`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import torch
 from suite.fields import TorusSpace, wrap_angle
 from suite.lattice import shift
 from suite.theories.base import DerivedQuantity, Theory
+from suite.theories.registry import ExactSolver, TheoryInfo, lazy, register_theory
 
 CONVENTIONS = ("wilson",)
 MAX_LOOP_EXTENT = 6
@@ -195,3 +200,15 @@ def constant_flux_configuration(lattice, charge: int, dtype=torch.float64) -> to
     x[0, 1] = phi * torch.arange(l0, dtype=dtype)[:, None]
     x[0, 0, l0 - 1] = -phi * l0 * torch.arange(l1, dtype=dtype)
     return wrap_angle(x)
+
+
+register_theory(TheoryInfo(
+    name="u1",
+    build=U1.from_convention,
+    conventions=CONVENTIONS,
+    headline_observable="topological_charge",
+    figure_observables=("topological_charge", "plaquette", "action_density"),
+    exact={"u1-character-expansion": ExactSolver(lazy("suite.exact.u1:u1_exact"),
+                                                 "exact: U(1) character expansion (arXiv:1901.09830)")},
+    report_sections=(lazy("suite.report.topology:topology_section"),),
+))
