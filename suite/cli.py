@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only a study's entries of this tier (repeatable)")
     _add_run_options(p)
 
+    p = sub.add_parser("samplers", help="the registered samplers and their options (types, defaults), from their specs")
+    p.add_argument("--markdown", action="store_true", help="as the Markdown table of the README")
+
     p = sub.add_parser("report", help="write a report from results folders")
     p.add_argument("results", nargs="+", help="results folders (pooled)")
     p.add_argument("--out", required=True, help="report folder (report.md, CSV, figures)")
@@ -286,6 +289,39 @@ def _row_summary(row) -> str:
     return " ".join(parts)
 
 
+def samplers_markdown() -> str:
+    """The option tables of every registered sampler, derived from the specs (the README shows them)."""
+    from suite.samplers import samplers
+    from suite.samplers.spec import REQUIRED, describe
+
+    lines, shown = [], {}
+    for plugin in samplers().values():
+        shown.setdefault(plugin.spec, []).append(plugin)
+    for spec, plugins in shown.items():
+        names = " and ".join(f"`{p.name}`" for p in plugins)
+        lines += [f"{names} ({'; '.join(p.description for p in plugins)}; default dtype {plugins[0].default_dtype}):",
+                  "", "| option | type | default | allowed | meaning |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| `{name}` | {kind} | {'required' if default == REQUIRED else f'`{json.dumps(default)}`'} | "
+                  f"{allowed} | {text} |" for name, kind, default, allowed, text in describe(spec)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def cmd_samplers(args) -> int:
+    from suite.samplers import samplers
+    from suite.samplers.spec import REQUIRED, describe
+
+    if args.markdown:
+        print(samplers_markdown(), end="")
+        return 0
+    for plugin in samplers().values():
+        print(f"{plugin.name}: {plugin.description} (default dtype {plugin.default_dtype})")
+        for name, kind, default, allowed, text in describe(plugin.spec):
+            shown = "required" if default == REQUIRED else json.dumps(default)
+            print(f"  {name:<22} {kind:<14} {shown:<12} {allowed:<24} {text}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from suite.report import build_report
 
@@ -425,7 +461,7 @@ def cmd_throughput(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
+COMMANDS = {"list": cmd_list, "samplers": cmd_samplers, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
             "calibrate": cmd_calibrate, "references": cmd_references,
             "validate": cmd_validate, "throughput": cmd_throughput}
 

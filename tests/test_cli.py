@@ -129,3 +129,17 @@ def test_validate_passes_on_free_field(tmp_path, capsys, monkeypatch):
     assert main(["validate", "--chains", "16", "--therm", "100", "--n-traj", "300"]) == 0
     out = capsys.readouterr().out
     assert "phi4/free/L8" in out and "0 failed" in out
+
+
+def test_one_task_of_a_study_runs_alone_by_its_index(tmp_path, capsys):
+    study = tmp_path / "two.toml"
+    study.write_text('[[task]]\nentries = ["phi4/free/L8"]\nsampler = { name = "hmc", chains = 2, n_therm = 10, '
+                     'n_traj = 20 }\nseeds = [4, 5]\n')
+    out = tmp_path / "results"
+    assert main(["run", str(study), "--task", "2", "--out", str(out)]) == 0
+    assert "[2/2] phi4/free/L8 hmc seed 5: running" in capsys.readouterr().err
+    assert [r.seed for r in read_rows(out)] == [5]
+    assert main(["run", str(study), "--out", str(out)]) == 0  # the rest of the study: task 1 only
+    assert sorted(r.seed for r in read_rows(out)) == [4, 5]
+    assert main(["run", str(study), "--task", "3", "--out", str(out)]) == 2
+    assert "--task must be in 1..2" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from suite.chain import Chain
 from suite.cli import main
 from suite.errors import UsageError
 from suite.fields import EuclideanSpace
-from suite.harness.results import read_rows
+from suite.harness.rows import read_rows
 from suite.theories import (ExactSolver, Theory, TheoryInfo, build_theory, register_theory, registered_theories,
                             theory_info, unregister_theory)
 
@@ -99,21 +99,21 @@ def test_toy_theory_runs_reports_and_compares(toy, tmp_path, capsys):
     assert main(["run", "--entry", "toy/gauss/L4", "--chains", "4", "--therm", "20", "--n-traj", "50",
                  "--out", str(out)]) == 0
     (row,) = read_rows(out)
-    assert row["theory"] == "toy"
+    assert row.theory == "toy"
     exact = gaussian_exact(Gaussian((4, 4), 1.0, 0.25))
-    ref = row["reference"]["x2"]
+    ref = row.reference["x2"]
     assert ref["value"] == pytest.approx(exact["x2"]) and ref["provenance"] == "exact: toy Gaussian propagator"
-    measured = row["observables"]["x2"]
+    measured = row.observables["x2"]
     assert ref["pull"] == pytest.approx((measured["value"] - exact["x2"]) / measured["error"], rel=1e-6)
-    assert abs(ref["pull"]) < 4, row["reference"]
-    assert abs(row["reference"]["action_density"]["pull"]) < 4
+    assert abs(ref["pull"]) < 4, row.reference
+    assert abs(row.reference["action_density"]["pull"]) < 4
 
     assert main(["report", str(out), "--out", str(report)]) == 0
     text = (report / "report.md").read_text()
     assert "## Toy section" in text and "1 toy run(s) in report" in text
     assert "### toy/gauss/L4 — hmc" in text and "exact: toy Gaussian propagator" in text
-    assert (report / "figures" / f"{row['run_id']}.png").is_file()
-    chain = Chain.load(out / row["artifacts"]["chains"])
+    assert (report / "figures" / f"{row.run_id}.png").is_file()
+    chain = Chain.load(out / row.artifacts["chains"])
     assert {"x2", "mag"} <= set(chain.observables)
     capsys.readouterr()
 

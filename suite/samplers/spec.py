@@ -155,18 +155,32 @@ def as_dict(spec) -> dict:
     return out
 
 
-def describe(cls, prefix: str = "") -> list[tuple[str, str, object, str]]:
-    """(name, type, default, help) of every option, nested ones as ``outer.inner``: the docs' option list."""
+def bounds(meta: dict) -> str:
+    """The allowed values of an option in words: ``>= 1``, ``> 0, < 1``, ``one of a, b``."""
+    parts = [f"{sign} {meta[key]}" for key, sign in (("min", ">="), ("above", ">"), ("max", "<="), ("below", "<"))
+             if meta.get(key) is not None]
+    choices = meta.get("choices")
+    if choices is not None:
+        parts.append("one of " + ", ".join(choices() if callable(choices) else choices))
+    return ", ".join(parts)
+
+
+def describe(cls, prefix: str = "") -> list[tuple[str, str, object, str, str]]:
+    """(name, type, default, allowed values, help) of every option, nested ones as ``outer.inner``:
+    the docs' option list. A required option's default is ``REQUIRED``."""
     rows = []
     for f in spec_fields(cls):
         kind, optional = field_kind(cls, f.name)
         default = (f.default if f.default is not MISSING else
-                   f.default_factory() if f.default_factory is not MISSING else "(required)")
+                   f.default_factory() if f.default_factory is not MISSING else REQUIRED)
         if is_spec(kind):
             rows.append((prefix + f.name, "table" + (" (optional)" if optional else ""),
-                         {} if default is None else as_dict(default), f.metadata["help"]))
+                         {} if default is None else as_dict(default), "", f.metadata["help"]))
             rows += describe(kind, prefix=f"{prefix}{f.name}.")
         else:
             rows.append((prefix + f.name, _type_name(kind).removeprefix("an ").removeprefix("a "), default,
-                         f.metadata["help"]))
+                         bounds(f.metadata), f.metadata["help"]))
     return rows
+
+
+REQUIRED = "(required)"
