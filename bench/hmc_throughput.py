@@ -96,7 +96,8 @@ def results_table(rows, markdown) -> str:
     body = [[impl_of(r), str(r["L"]), str(r["batch"]), str(r["calls_per_repeat"]), f"{r['seconds_per_call']:.3g}",
              f"{r['configs_per_second']:.4g}", f"{r['site_updates_per_second']:.4g}",
              f"{1e6 / r['configs_per_second']:.4g}", f"{r['spread']:.0%}", f"{r['acceptance']:.2f}",
-             "-" if r["background_cpus"] is None else f"{r['background_cpus']:.1f}"] for r in rows if r["status"] == "ok"]
+             "-" if r["background_cpus"] is None else f"{r['background_cpus']:.1f}"]
+            for r in rows if r["status"] == "ok"]
     return throughput.format_table(headers, body, markdown)
 
 

@@ -339,8 +339,8 @@ def cmd_throughput(args) -> int:
     from suite.throughput import Settings, run_throughput
 
     _check_device(args.device)
-    given = {k: getattr(args, k) for k in ("dtype", "sizes", "batch", "workloads", "flows", "objectives", "warmup",
-                                           "repeats", "min_seconds", "seed", "max_sites") if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in ("dtype", "sizes", "batch", "max_sites", "workloads", "flows", "objectives",
+                                           "warmup", "repeats", "min_seconds", "seed") if getattr(args, k) is not None}
     try:
         settings = Settings(device=args.device, compile=args.compile,
                             **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})

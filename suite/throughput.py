@@ -550,7 +550,8 @@ def add_script_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads; default: torch's own")
     parser.add_argument("--omp-wait-policy", choices=OMP_POLICIES, default=None,
                         help="OpenMP wait policy of torch's threads (set before torch loads; only when run as a"
-                             " script); default: $OMP_WAIT_POLICY if set, else passive; 'unset' leaves OpenMP's default")
+                             " script); default: $OMP_WAIT_POLICY if set, else passive; 'unset' leaves OpenMP's"
+                             " default")
     parser.add_argument("--seed", type=int, default=1234, help="default 1234")
     parser.add_argument("--out", default=None, help="results folder for the rows (default: a temporary folder)")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
