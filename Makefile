@@ -42,10 +42,10 @@ bench: $(VENV)/.installed-bench
 	OMP_NUM_THREADS=1 $(BIN)/asv run --python=same --quick --show-stderr --set-commit-hash=$$(git rev-parse HEAD)
 
 bench-hmc: $(STAMP)
-	$(BIN)/python bench/hmc_throughput.py
+	$(BIN)/python bench/hmc_throughput.py --out results/bench-hmc
 
 bench-flow: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python bench/flow_throughput.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/flow_throughput.py --out results/bench-flow
 
 clean:
 	rm -rf $(VENV) results/quick reports/quick

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ def measure(size: int, steps: int, adjoint: bool, batch: int, device: str, seed:
     sys.path.insert(0, str(ROOT))
     from reference.flows import build
     from suite.theories.phi4 import Phi4
+    from suite.throughput import max_rss_bytes, peak_memory
     from suite.training import ReverseKL
 
     torch.manual_seed(seed)
@@ -44,22 +44,21 @@ def measure(size: int, steps: int, adjoint: bool, batch: int, device: str, seed:
     with torch.no_grad():
         model.sample(batch)
 
-    def peak() -> int:
-        if device.startswith("cuda"):
-            return torch.cuda.max_memory_allocated()
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    def step():
+        loss, _ = ReverseKL(theory).loss(model, batch, 1)
+        loss.backward()
+        optimizer.step()
 
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    before, start = peak(), time.perf_counter()
-    loss, _ = ReverseKL(theory).loss(model, batch, 1)
-    loss.backward()
-    optimizer.step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    dev, start = torch.device(device), time.perf_counter()
+    if dev.type == "cuda":
+        growth = peak_memory(step, dev)  # the step's peak beyond what was allocated before
+    else:
+        before = max_rss_bytes()
+        step()
+        growth = max_rss_bytes() - before
+    seconds = time.perf_counter() - start
     return {"size": size, "steps": steps, "mode": "adjoint" if adjoint else "direct", "batch": batch,
-            "peak_growth_bytes": peak() - before, "seconds": time.perf_counter() - start}
+            "peak_growth_bytes": growth, "seconds": seconds}
 
 
 def main(argv=None) -> int:

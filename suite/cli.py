@@ -177,7 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the HMC integration, Flow.sample and the loss")
     p.add_argument("--sizes", type=int, nargs="+", help="lattice extents L (default 8 16 32 64; on cuda up to 256)")
     p.add_argument("--batch", type=int, help="chains / configurations per call (default 64)")
-    p.add_argument("--workloads", nargs="+", help="any of hmc, sampling, training (default all)")
+    p.add_argument("--max-sites", type=int, dest="max_sites",
+                   help="cap the batch at L to max-sites / L^2 (at least 1; default: no cap)")
+    p.add_argument("--workloads", nargs="+", help="any of hmc, sampling, training (the default: all three) and "
+                                                  "hmc-uncarried, hmc-plain, forward")
     p.add_argument("--flows", nargs="+", help="any of affine, spline, hybrid (default all)")
     p.add_argument("--objectives", nargs="+", help="any of reverse-kl, path-gradient (default both)")
     p.add_argument("--repeats", type=int, help="timed measurements per cell, the median is kept (default 5)")
@@ -450,8 +453,8 @@ def cmd_throughput(args) -> int:
     from suite.throughput import Settings, run_throughput
 
     _check_device(args.device)
-    given = {k: getattr(args, k) for k in ("dtype", "sizes", "batch", "workloads", "flows", "objectives", "warmup",
-                                           "repeats", "min_seconds", "seed") if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in ("dtype", "sizes", "batch", "max_sites", "workloads", "flows", "objectives",
+                                           "warmup", "repeats", "min_seconds", "seed") if getattr(args, k) is not None}
     try:
         settings = Settings(device=args.device, compile=args.compile,
                             **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})

@@ -11,13 +11,33 @@ Workloads, one call each, on a batch of ``batch`` configurations:
   ``torch.no_grad`` as the harness samples (continuous U(1) flows need autograd inside).
 * ``training``: one step per objective (zero_grad, loss, backward, AdamW step) of each flow.
 
-``compile``: ``torch.compile`` of `reference.hmc.evolve` (the whole integration), of
-``Flow.sample`` and of the objective's loss; the first warm-up call compiles.
+Opt-in workloads (``workloads=``; the benchmark scripts in ``bench/`` use them):
 
-Timing: ``warmup`` untimed calls, one call to calibrate
-how many calls make a measurement of at least ``min_seconds``, then ``repeats`` measurements;
-the median seconds per call, spread = (max − min)/median. CUDA is timed with CUDA events and
-synchronised only at the ends of a measurement; CPU with ``time.perf_counter``.
+* ``hmc-uncarried``: the ``hmc`` trajectory without carrying the action and force over (one
+  force and one action more per trajectory), to measure what the carry-over saves.
+* ``hmc-plain``: what a teaching notebook does (`PlainHMC`): one chain at a time, the 2021
+  tutorial's roll-based action, the force by ``torch.func.grad`` of it, a Python loop over the
+  leapfrog steps, a Metropolis accept on a Python float; ``batch`` chains one after another per
+  call. The same algorithm as ``hmc``, to measure what batching and the analytic force buy.
+* ``forward``: the forward map with its log-determinant, ``flow.transform(z)`` under
+  ``torch.no_grad``, of each flow on a fixed prior draw (``sampling`` without the prior draw
+  and log p).
+
+``max_sites``: the batch at L is ``min(batch, max(1, max_sites // L²))``, so that large lattices
+get smaller batches (the flow benchmark samples 2¹⁸ sites per batch).
+
+``compile``: ``torch.compile`` of `reference.hmc.evolve` (the whole integration), of
+``Flow.sample``, of ``flow.transform`` and of the objective's loss; the first warm-up call
+compiles. ``hmc-plain`` is never compiled (its rows say ``compile: false``).
+
+Timing (`time_call`): ``warmup`` calls, each timed; the fastest of them calibrates how many
+calls make a measurement of at least ``min_seconds``; then ``repeats`` measurements (one that
+ran over 4 × ``min_seconds``, after a disturbed warm-up, recalibrates the next); the median
+seconds per call, spread = (max − min)/median. CUDA is timed with CUDA events and synchronised
+only at the ends of a measurement; CPU with ``time.perf_counter``. ``background_cpus``: the
+CPUs other processes kept busy during the measurements (Linux ``/proc/stat``; None elsewhere),
+since a shared machine is the usual case. HMC rows also give the ``acceptance`` over all calls
+of the cell; flow rows the ``parameters`` (trainable; independent of L).
 
 Memory: ``peak_memory_bytes`` is CUDA's ``max_memory_allocated`` during one call minus what was
 allocated before (None on CPU, where torch keeps no peak); ``saved_tensor_bytes`` (training) the
@@ -34,6 +54,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import resource
 import statistics
 import time
@@ -48,13 +69,17 @@ from suite.harness.results import device_name, now, prepare_output_folder, prove
 from suite.harness.rows import append_record
 from suite.report.throughput import KIND, label
 
-WORKLOADS = ("hmc", "sampling", "training")
+WORKLOADS = ("hmc", "sampling", "training")  # the default run
+EXTRA_WORKLOADS = ("hmc-uncarried", "hmc-plain", "forward")  # opt-in
+ALL_WORKLOADS = WORKLOADS + EXTRA_WORKLOADS
+HMC_WORKLOADS = ("hmc", "hmc-uncarried", "hmc-plain")
+FLOW_WORKLOADS = ("sampling", "forward", "training")
 FLOWS = ("affine", "spline", "hybrid")
 OBJECTIVES = ("reverse-kl", "path-gradient")
 SIZES = {"cpu": (8, 16, 32, 64), "cuda": (8, 16, 32, 64, 128, 256)}
-DEFAULT_DTYPE = {"hmc": "float64", "sampling": "float32", "training": "float32"}
 M2, LAM = -4.0, 8.0
 HMC_EPS, HMC_STEPS = 0.1, 10
+INIT_SCALE = 0.3  # HMC starts at φ = 0.3·N(0, 1), near equilibrium; N(0, 1) diverges at L >= 16 with eps = 0.1
 LR = 1e-3
 TRAINING_MEMORY_FACTOR = 2.0  # peak / autograd-saved bytes (gradients, one op's temporaries)
 
@@ -75,24 +100,37 @@ class Settings:
     repeats: int = 5
     min_seconds: float = 0.2
     seed: int = 0
+    max_sites: int | None = None      # None: the same batch at every L
 
     def __post_init__(self):
-        for what, given, allowed in (("workloads", self.workloads, WORKLOADS), ("flows", self.flows, FLOWS),
+        for what, given, allowed in (("workloads", self.workloads, ALL_WORKLOADS), ("flows", self.flows, FLOWS),
                                      ("objectives", self.objectives, OBJECTIVES)):
             if not given or set(given) - set(allowed):
                 raise ValueError(f"{what} must be some of {', '.join(allowed)}, got {list(given)}")
         if self.sizes is not None and (not self.sizes or min(self.sizes) < 4 or any(n % 2 for n in self.sizes)):
             raise ValueError(f"sizes must be even and >= 4 (checkerboard flows), got {list(self.sizes)}")
-        if self.batch < 2 or self.warmup < 1 or self.repeats < 1 or not self.min_seconds >= 0:
-            raise ValueError("need batch >= 2, warmup >= 1, repeats >= 1 and min_seconds >= 0")
+        least = 1 if set(self.workloads) <= set(HMC_WORKLOADS) else 2  # one chain is a fine HMC run
+        if self.batch < least or self.warmup < 1 or self.repeats < 1 or not self.min_seconds >= 0:
+            raise ValueError("need batch >= 2 (1 for HMC alone), warmup >= 1, repeats >= 1 and min_seconds >= 0")
+        if self.max_sites is not None and self.max_sites < 1:
+            raise ValueError(f"max_sites must be >= 1, got {self.max_sites}")
         if self.dtype not in (None, "float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
 
     def lattice_sizes(self) -> tuple[int, ...]:
         return tuple(sorted(self.sizes or SIZES[torch.device(self.device).type]))
 
+    def dtype_name(self, workload: str) -> str:
+        return self.dtype or ("float64" if workload in HMC_WORKLOADS else "float32")
+
     def torch_dtype(self, workload: str) -> torch.dtype:
-        return getattr(torch, self.dtype or DEFAULT_DTYPE[workload])
+        return getattr(torch, self.dtype_name(workload))
+
+    def batch_at(self, L: int) -> int:
+        return self.batch if self.max_sites is None else min(self.batch, max(1, self.max_sites // (L * L)))
+
+    def compiles(self, workload: str) -> bool:
+        return self.compile and workload != "hmc-plain"
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,16 +158,51 @@ def _measure(call: Callable[[], object], n: int, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def _busy_cpu_seconds() -> float | None:
+    """CPU-seconds the whole machine has spent busy since boot (Linux ``/proc/stat``), or None."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # user .. steal
+
+
+class BackgroundLoad:
+    """The average number of CPUs kept busy by other processes between ``start()`` and ``stop()``."""
+
+    def start(self) -> "BackgroundLoad":
+        self.busy, self.own, self.wall = _busy_cpu_seconds(), time.process_time(), time.perf_counter()
+        return self
+
+    def stop(self) -> float | None:
+        busy = _busy_cpu_seconds()
+        if busy is None or self.busy is None:
+            return None
+        own, wall = time.process_time() - self.own, time.perf_counter() - self.wall
+        return max(0.0, (busy - self.busy - own) / wall) if wall > 0 else None
+
+
 def time_call(call, device: torch.device, *, warmup: int, repeats: int, min_seconds: float) -> dict:
     """Warm up, calibrate, then time ``repeats`` measurements; seconds per call (median) and spread."""
-    for _ in range(warmup):
-        call()
-    synchronize(device)
-    n = max(1, math.ceil(min_seconds / max(_measure(call, 1, device), 1e-9)))
-    per_call = [_measure(call, n, device) / n for _ in range(repeats)]
+    warm = [_measure(call, 1, device) for _ in range(warmup)]  # synchronised at the end of each
+
+    def calls_for(seconds_per_call: float) -> int:
+        return max(1, min(100_000, math.ceil(min_seconds / max(seconds_per_call, 1e-9))))
+
+    n = calls_for(min(warm))
+    load = BackgroundLoad().start()
+    per_call, counts = [], []
+    for _ in range(repeats):
+        seconds = _measure(call, n, device)
+        per_call.append(seconds / n)
+        counts.append(n)
+        if min_seconds > 0 and seconds > 4 * min_seconds:  # a disturbed warm-up made n too large
+            n = calls_for(seconds / n)
     median = statistics.median(per_call)
     return {"seconds_per_call": median, "spread": (max(per_call) - min(per_call)) / median,
-            "calls_per_repeat": n, "repeats": repeats}
+            "calls_per_repeat": statistics.median_low(counts), "repeats": repeats,
+            "background_cpus": load.stop()}
 
 
 def peak_memory(call, device: torch.device) -> int | None:
@@ -179,26 +252,106 @@ def max_rss_bytes() -> int:
 # Workloads: a factory of the call timed, for one lattice size
 # --------------------------------------------------------------------------------------------
 
+def compiled(fn):
+    """``torch.compile(fn)`` for one cell: the compile caches are reset first, so that each cell compiles
+    for its own static shapes (not dynamic ones after the sizes before it, nor eager past the cache limit)."""
+    torch._dynamo.reset()
+    return torch.compile(fn, dynamic=False)
+
+
 def phi4(L: int):
     from suite.theories.phi4 import Phi4
 
     return Phi4.from_albergo((L, L), m2=M2, lam=LAM)
 
 
-def hmc_call(L: int, settings: Settings):
-    """One trajectory of ``batch`` chains per call (``compile``: `reference.hmc.evolve` compiled)."""
+class ScalarPhi4Action:
+    """The 2021 tutorial's action: Σ_x [Σ_mu (2φ² − φ φ(x+mu) − φ φ(x−mu)) + m² φ² + λ φ⁴]."""
+
+    def __init__(self, m2: float, lam: float):
+        self.m2, self.lam = m2, lam
+
+    def __call__(self, cfgs):
+        action_density = self.m2 * cfgs**2 + self.lam * cfgs**4
+        dims = range(1, cfgs.dim())
+        for mu in dims:
+            action_density += 2 * cfgs**2
+            action_density -= cfgs * torch.roll(cfgs, -1, mu)
+            action_density -= cfgs * torch.roll(cfgs, 1, mu)
+        return torch.sum(action_density, dim=tuple(dims))
+
+
+class PlainHMC:
+    """Notebook-style HMC of one configuration of shape (1, L, L) at a time (the ``hmc-plain`` workload)."""
+
+    def __init__(self, m2: float, lam: float, eps: float, n_steps: int):
+        self.action = ScalarPhi4Action(m2, lam)
+        self.grad_action = torch.func.grad(lambda phi: self.action(phi).sum())
+        self.eps, self.n_steps = eps, n_steps
+
+    def hamiltonian(self, phi, pi):
+        return 0.5 * torch.sum(pi**2) + self.action(phi).sum()
+
+    def leapfrog(self, phi, pi):
+        eps = self.eps
+        pi = pi - 0.5 * eps * self.grad_action(phi)
+        for step in range(self.n_steps):
+            phi = phi + eps * pi
+            if step < self.n_steps - 1:
+                pi = pi - eps * self.grad_action(phi)
+        pi = pi - 0.5 * eps * self.grad_action(phi)
+        return phi, pi
+
+    def trajectory(self, phi):
+        """One HMC update of one chain; returns (phi, accepted)."""
+        pi = torch.randn_like(phi)
+        h_old = self.hamiltonian(phi, pi)
+        phi_new, pi_new = self.leapfrog(phi, pi)
+        delta_h = (self.hamiltonian(phi_new, pi_new) - h_old).item()
+        # nan (a diverged trajectory) fails both comparisons: rejected
+        if delta_h <= 0 or torch.rand(()).item() < math.exp(-delta_h):
+            return phi_new, True
+        return phi, False
+
+
+def hmc_call(L: int, settings: Settings, carry: bool = True):
+    """One trajectory of the batch's chains per call (``compile``: `reference.hmc.evolve` compiled);
+    ``carry``: the action and force carried over from one trajectory to the next (the default)."""
     from reference import hmc
 
     device, dtype = torch.device(settings.device), settings.torch_dtype("hmc")
     theory = phi4(L)
-    evolve = torch.compile(hmc.evolve) if settings.compile else hmc.evolve
+    evolve = compiled(hmc.evolve) if settings.compile else hmc.evolve
     generator = torch.Generator(device=device).manual_seed(settings.seed)
-    state = {"x": 0.3 * torch.randn((settings.batch, L, L), generator=generator, dtype=dtype, device=device),
-             "cache": {}}
+    shape = (settings.batch_at(L), L, L)
+    state = {"x": INIT_SCALE * torch.randn(shape, generator=generator, dtype=dtype, device=device),
+             "cache": {}, "accepted": torch.zeros((), dtype=torch.int64, device=device), "proposed": 0}
 
     def call():
-        state["x"], _, _ = hmc.hmc_trajectory(theory, state["x"], HMC_EPS, HMC_STEPS, "leapfrog", generator,
-                                              state["cache"], evolve)
+        state["x"], accepted, _ = hmc.hmc_trajectory(theory, state["x"], HMC_EPS, HMC_STEPS, "leapfrog", generator,
+                                                     state["cache"] if carry else None, evolve)
+        state["accepted"] += accepted.sum()  # on the device: no synchronisation
+        state["proposed"] += accepted.numel()
+
+    call.extras = lambda: {"acceptance": int(state["accepted"]) / max(1, state["proposed"])}
+    return call
+
+
+def plain_hmc_call(L: int, settings: Settings):
+    """One trajectory of each of the batch's chains, one chain after another, per call."""
+    device, dtype = torch.device(settings.device), settings.torch_dtype("hmc-plain")
+    torch.manual_seed(settings.seed)
+    plain = PlainHMC(M2, LAM, HMC_EPS, HMC_STEPS)
+    phis = [INIT_SCALE * torch.randn((1, L, L), dtype=dtype, device=device) for _ in range(settings.batch_at(L))]
+    counts = {"accepted": 0, "proposed": 0}
+
+    def call():
+        for c, phi in enumerate(phis):
+            phis[c], accepted = plain.trajectory(phi)
+            counts["accepted"] += accepted
+            counts["proposed"] += 1
+
+    call.extras = lambda: {"acceptance": counts["accepted"] / max(1, counts["proposed"])}
     return call
 
 
@@ -209,15 +362,36 @@ def flow_model(name: str, L: int, settings: Settings, workload: str):
     return build(name, phi4(L)).to(device=settings.device, dtype=settings.torch_dtype(workload))
 
 
+def _with_parameters(call, flow):
+    count = sum(p.numel() for p in flow.parameters() if p.requires_grad)
+    call.extras = lambda: {"parameters": count}
+    return call
+
+
 def sampling_call(L: int, settings: Settings, name: str):
     """``Flow.sample(batch)`` per call."""
     flow = flow_model(name, L, settings, "sampling")
-    sample = torch.compile(flow.sample) if settings.compile else flow.sample
+    sample = compiled(flow.sample) if settings.compile else flow.sample
+    batch = settings.batch_at(L)
 
     def call():
         with torch.no_grad():
-            sample(settings.batch)
-    return call
+            sample(batch)
+    return _with_parameters(call, flow)
+
+
+def forward_call(L: int, settings: Settings, name: str):
+    """``flow.transform(z)`` (the forward map and its log-determinant) of a fixed prior draw per call."""
+    flow = flow_model(name, L, settings, "forward")
+    transform = compiled(flow.transform) if settings.compile else flow.transform
+    generator = torch.Generator(device=settings.device).manual_seed(settings.seed)
+    z = flow.prior.sample(settings.batch_at(L), generator=generator, dtype=settings.torch_dtype("forward"),
+                          device=settings.device)
+
+    def call():
+        with torch.no_grad():
+            transform(z)
+    return _with_parameters(call, flow)
 
 
 def training_call(L: int, settings: Settings, name: str, objective: str):
@@ -226,25 +400,33 @@ def training_call(L: int, settings: Settings, name: str, objective: str):
 
     flow = flow_model(name, L, settings, "training")
     target = {"reverse-kl": ReverseKL, "path-gradient": PathGradient}[objective](phi4(L))
-    loss = torch.compile(target.loss) if settings.compile else target.loss
+    loss = compiled(target.loss) if settings.compile else target.loss
     optimizer = torch.optim.AdamW(flow.parameters(), lr=LR)
+    batch = settings.batch_at(L)
 
     def call():
         optimizer.zero_grad(set_to_none=True)
-        value, _ = loss(flow, settings.batch, 1)
+        value, _ = loss(flow, batch, 1)
         value.backward()
         optimizer.step()
-    return call
+    return _with_parameters(call, flow)
 
 
 def cells(settings: Settings):
     """(workload, flow or None, objective or None, factory(L) -> call) in the order measured."""
-    if "hmc" in settings.workloads:
+    chosen = settings.workloads
+    if "hmc" in chosen:
         yield "hmc", None, None, lambda L: hmc_call(L, settings)
+    if "hmc-uncarried" in chosen:
+        yield "hmc-uncarried", None, None, lambda L: hmc_call(L, settings, carry=False)
+    if "hmc-plain" in chosen:
+        yield "hmc-plain", None, None, lambda L: plain_hmc_call(L, settings)
     for name in settings.flows:
-        if "sampling" in settings.workloads:
+        if "sampling" in chosen:
             yield "sampling", name, None, lambda L, name=name: sampling_call(L, settings, name)
-        if "training" in settings.workloads:
+        if "forward" in chosen:
+            yield "forward", name, None, lambda L, name=name: forward_call(L, settings, name)
+        if "training" in chosen:
             for objective in settings.objectives:
                 yield ("training", name, objective,
                        lambda L, name=name, objective=objective: training_call(L, settings, name, objective))
@@ -255,9 +437,9 @@ def cells(settings: Settings):
 # --------------------------------------------------------------------------------------------
 
 def _row(workload, flow, objective, L, settings: Settings, **values) -> dict:
-    dtype = settings.dtype or DEFAULT_DTYPE[workload]
+    dtype, batch, compiled = settings.dtype_name(workload), settings.batch_at(L), settings.compiles(workload)
     created = now()
-    key = f"{workload}-{flow}-{objective}-{L}-{settings.device}-{dtype}-{settings.compile}-{created}"
+    key = f"{workload}-{flow}-{objective}-{L}-{batch}-{settings.device}-{dtype}-{compiled}-{created}"
     return {
         "kind": KIND,
         "run_id": f"throughput-{hashlib.sha1(key.encode()).hexdigest()[:10]}",
@@ -265,9 +447,9 @@ def _row(workload, flow, objective, L, settings: Settings, **values) -> dict:
         "created": created,
         "workload": workload, "flow": flow, "objective": objective,
         "theory": "phi4", "params": {"convention": "albergo", "m2": M2, "lam": LAM},
-        "L": L, "lattice": [L, L], "volume": L * L, "batch": settings.batch,
+        "L": L, "lattice": [L, L], "volume": L * L, "batch": batch,
         "device": settings.device, "device_name": device_name(settings.device), "dtype": dtype,
-        "compile": settings.compile,
+        "compile": compiled,
         **values,
     }
 
@@ -279,13 +461,14 @@ def measure_cell(workload, flow, objective, factory, L, settings: Settings) -> d
     saved = saved_tensor_bytes(call) if workload == "training" else None  # also a warm-up call
     timing = time_call(call, device, warmup=settings.warmup, repeats=settings.repeats,
                        min_seconds=settings.min_seconds)
-    per_second = 1.0 / timing["seconds_per_call"]
+    per_second, batch = 1.0 / timing["seconds_per_call"], settings.batch_at(L)
     return _row(workload, flow, objective, L, settings, status="ok", **timing,
-                configs_per_second=settings.batch * per_second,
-                site_updates_per_second=settings.batch * L * L * per_second,
+                configs_per_second=batch * per_second,
+                site_updates_per_second=batch * L * L * per_second,
                 steps_per_second=per_second if workload == "training" else None,
                 peak_memory_bytes=peak_memory(call, device), saved_tensor_bytes=saved,
-                max_rss_bytes=max_rss_bytes() if device.type == "cpu" else None)
+                max_rss_bytes=max_rss_bytes() if device.type == "cpu" else None,
+                **(call.extras() if hasattr(call, "extras") else {}))
 
 
 def run_throughput(settings: Settings, out, log: Callable[[str], None] = print) -> list[dict]:
@@ -331,3 +514,61 @@ def summary(row: dict) -> str:
     if row["peak_memory_bytes"] is not None:
         line += f"  peak {row['peak_memory_bytes'] / 2**20:.1f} MiB"
     return line
+
+
+# --------------------------------------------------------------------------------------------
+# Tables and conditions, for the benchmark scripts' terminal and Markdown output
+# --------------------------------------------------------------------------------------------
+
+def format_table(headers: list[str], body: list[list[str]], markdown: bool = False) -> str:
+    """A Markdown table, or columns aligned for the terminal."""
+    if markdown:
+        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" for _ in headers) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
+    fmt = "  ".join("{:>%d}" % w for w in widths)
+    return "\n".join([fmt.format(*headers)] + [fmt.format(*r) for r in body])
+
+
+def conditions(device: str) -> list[str]:
+    """What a timing depends on besides the code: machine, threads, OpenMP policy, load."""
+    import platform
+
+    return [
+        f"date: {now()[:10]}; device: {device} ({device_name(device)}, {os.cpu_count()} logical CPUs)",
+        f"torch: {torch.__version__}, threads: {torch.get_num_threads()}"
+        f" (OMP_NUM_THREADS: {os.environ.get('OMP_NUM_THREADS', 'unset')}), python: {platform.python_version()}",
+        f"OMP_WAIT_POLICY: {os.environ.get('OMP_WAIT_POLICY', 'unset (OpenMP default)')};"
+        f" load average at start: {', '.join(f'{v:.1f}' for v in os.getloadavg())}",
+    ]
+
+
+def add_script_arguments(parser) -> None:
+    """The options the benchmark scripts (``bench/*_throughput.py``) share."""
+    from suite.omp import OMP_POLICIES
+
+    parser.add_argument("--device", default="cpu", help="torch device; default cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads; default: torch's own")
+    parser.add_argument("--omp-wait-policy", choices=OMP_POLICIES, default=None,
+                        help="OpenMP wait policy of torch's threads (set before torch loads; only when run as a"
+                             " script); default: $OMP_WAIT_POLICY if set, else passive; 'unset' leaves OpenMP's"
+                             " default")
+    parser.add_argument("--seed", type=int, default=1234, help="default 1234")
+    parser.add_argument("--out", default=None, help="results folder for the rows (default: a temporary folder)")
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
+
+
+def configure_script(args) -> None:
+    """Apply --threads; exit with one line if CUDA is asked for and absent."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda requested but CUDA is not available")
+
+
+def print_header(title: str, lines: list[str], markdown: bool) -> None:
+    """The title and the conditions of a measurement, as a Markdown list or indented text."""
+    print(f"# {title}" if markdown else title)
+    for line in lines:
+        print(f"- {line}" if markdown else f"  {line}")
+    print(flush=True)

@@ -68,3 +68,70 @@ def test_bad_input_gives_one_line_error(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_opt_in_workloads_give_rows(tmp_path):
+    settings = throughput.Settings(sizes=(4,), batch=2, workloads=("hmc", "hmc-uncarried", "hmc-plain", "forward"),
+                                   flows=("affine",), warmup=1, repeats=2, min_seconds=0)
+    found = throughput.run_throughput(settings, tmp_path, log=lambda line: None)
+    assert [r["workload"] for r in found] == ["hmc", "hmc-uncarried", "hmc-plain", "forward"]
+    assert read_rows(tmp_path) == found
+    for r in found:
+        assert r["status"] == "ok" and r["seconds_per_call"] > 0 and r["configs_per_second"] > 0
+        assert r["batch"] == 2 and r["compile"] is False and r["repeats"] == 2
+        assert r["background_cpus"] is None or r["background_cpus"] >= 0
+    hmc_rows, forward = found[:3], found[3]
+    assert all(0 <= r["acceptance"] <= 1 and r["dtype"] == "float64" for r in hmc_rows)
+    assert forward["flow"] == "affine" and forward["parameters"] > 0 and forward["dtype"] == "float32"
+
+
+def test_max_sites_caps_the_batch_and_one_chain_is_hmc_only(tmp_path):
+    settings = throughput.Settings(sizes=(4, 8), batch=16, max_sites=128, workloads=("sampling",), flows=("affine",),
+                                   warmup=1, repeats=1, min_seconds=0)
+    found = throughput.run_throughput(settings, tmp_path, log=lambda line: None)
+    assert [(r["L"], r["batch"]) for r in found] == [(4, 8), (8, 2)]
+    assert all(r["configs_per_second"] == pytest.approx(r["batch"] / r["seconds_per_call"]) for r in found)
+    throughput.Settings(batch=1, workloads=("hmc", "hmc-plain"))
+    with pytest.raises(ValueError, match="need batch >= 2"):
+        throughput.Settings(batch=1, workloads=("hmc", "sampling"))
+
+
+def _script(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_hmc_benchmark_script_compares_implementations(tmp_path, capsys):
+    rows = _script("hmc_throughput").main(["--sizes", "4", "--chains", "1", "2", "--impls", "batched", "uncarried",
+                                           "plain", "--repeats", "1", "--warmup", "1", "--target-seconds", "0",
+                                           "--markdown", "--out", str(tmp_path)])
+    assert [(r["workload"], r["batch"]) for r in rows] == [("hmc", 1), ("hmc-uncarried", 1), ("hmc-plain", 1),
+                                                           ("hmc", 2), ("hmc-uncarried", 2), ("hmc-plain", 2)]
+    assert all(r["status"] == "ok" and r["seconds_per_call"] > 0 for r in rows) and len(read_rows(tmp_path)) == 6
+    printed = capsys.readouterr().out
+    assert "| batched/plain | uncarried/plain |" in printed and printed.count("| plain | 4 |") == 2
+
+
+def test_flow_benchmark_script_gives_one_line_per_flow_and_size(tmp_path, capsys):
+    rows = _script("flow_throughput").main(["--sizes", "4", "--flows", "affine", "--parts", "sample", "forward",
+                                            "train", "--repeats", "1", "--train-repeats", "1", "--target-seconds",
+                                            "0", "--max-batch", "4", "--train-batch", "2", "--out", str(tmp_path)])
+    assert [(r["workload"], r["objective"], r["batch"]) for r in rows] == [
+        ("sampling", None, 4), ("forward", None, 4), ("training", "reverse-kl", 2), ("training", "path-gradient", 2)]
+    assert all(r["status"] == "ok" and r["seconds_per_call"] > 0 and r["parameters"] > 0 for r in rows)
+    assert all(r["saved_tensor_bytes"] > 0 for r in rows if r["workload"] == "training")
+    table = [line for line in capsys.readouterr().out.splitlines() if line.lstrip().startswith("affine")]
+    assert len(table) == 1 and "12960" in table[0]
+
+
+def test_cli_takes_the_opt_in_workloads_and_max_sites(tmp_path):
+    assert main(["throughput", "--out", str(tmp_path), "--sizes", "4", "--batch", "8", "--max-sites", "32",
+                 "--workloads", "hmc-plain", "--repeats", "1", "--warmup", "1", "--min-seconds", "0"]) == 0
+    (row,) = read_rows(tmp_path)
+    assert row["workload"] == "hmc-plain" and row["batch"] == 2 and row["seconds_per_call"] > 0
