@@ -74,7 +74,14 @@ EXTRA_WORKLOADS = ("hmc-uncarried", "hmc-plain", "forward")  # opt-in
 ALL_WORKLOADS = WORKLOADS + EXTRA_WORKLOADS
 HMC_WORKLOADS = ("hmc", "hmc-uncarried", "hmc-plain")
 FLOW_WORKLOADS = ("sampling", "forward", "training")
-FLOWS = ("affine", "spline", "hybrid")
+FLOWS = ("affine", "spline", "hybrid")  # timed by default: the coupling flows of the quality studies
+
+
+def scalar_flows() -> tuple[str, ...]:
+    """Every registered reference model for scalar fields (`reference.flows.REGISTRY`): what ``flows`` may name."""
+    from reference.flows import REGISTRY
+
+    return tuple(name for name, entry in REGISTRY.items() if entry.field == "scalar")
 OBJECTIVES = ("reverse-kl", "path-gradient")
 SIZES = {"cpu": (8, 16, 32, 64), "cuda": (8, 16, 32, 64, 128, 256)}
 M2, LAM = -4.0, 8.0
@@ -103,7 +110,7 @@ class Settings:
     max_sites: int | None = None      # None: the same batch at every L
 
     def __post_init__(self):
-        for what, given, allowed in (("workloads", self.workloads, ALL_WORKLOADS), ("flows", self.flows, FLOWS),
+        for what, given, allowed in (("workloads", self.workloads, ALL_WORKLOADS), ("flows", self.flows, scalar_flows()),
                                      ("objectives", self.objectives, OBJECTIVES)):
             if not given or set(given) - set(allowed):
                 raise ValueError(f"{what} must be some of {', '.join(allowed)}, got {list(given)}")

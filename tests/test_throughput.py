@@ -75,7 +75,7 @@ def test_opt_in_workloads_give_rows(tmp_path):
                                    flows=("affine",), warmup=1, repeats=2, min_seconds=0)
     found = throughput.run_throughput(settings, tmp_path, log=lambda line: None)
     assert [r["workload"] for r in found] == ["hmc", "hmc-uncarried", "hmc-plain", "forward"]
-    assert read_rows(tmp_path) == found
+    assert read_records(tmp_path, "throughput") == found
     for r in found:
         assert r["status"] == "ok" and r["seconds_per_call"] > 0 and r["configs_per_second"] > 0
         assert r["batch"] == 2 and r["compile"] is False and r["repeats"] == 2
@@ -113,7 +113,7 @@ def test_hmc_benchmark_script_compares_implementations(tmp_path, capsys):
                                            "--markdown", "--out", str(tmp_path)])
     assert [(r["workload"], r["batch"]) for r in rows] == [("hmc", 1), ("hmc-uncarried", 1), ("hmc-plain", 1),
                                                            ("hmc", 2), ("hmc-uncarried", 2), ("hmc-plain", 2)]
-    assert all(r["status"] == "ok" and r["seconds_per_call"] > 0 for r in rows) and len(read_rows(tmp_path)) == 6
+    assert all(r["status"] == "ok" and r["seconds_per_call"] > 0 for r in rows) and len(read_records(tmp_path, "throughput")) == 6
     printed = capsys.readouterr().out
     assert "| batched/plain | uncarried/plain |" in printed and printed.count("| plain | 4 |") == 2
 
@@ -133,5 +133,5 @@ def test_flow_benchmark_script_gives_one_line_per_flow_and_size(tmp_path, capsys
 def test_cli_takes_the_opt_in_workloads_and_max_sites(tmp_path):
     assert main(["throughput", "--out", str(tmp_path), "--sizes", "4", "--batch", "8", "--max-sites", "32",
                  "--workloads", "hmc-plain", "--repeats", "1", "--warmup", "1", "--min-seconds", "0"]) == 0
-    (row,) = read_rows(tmp_path)
+    (row,) = read_records(tmp_path, "throughput")
     assert row["workload"] == "hmc-plain" and row["batch"] == 2 and row["seconds_per_call"] > 0
