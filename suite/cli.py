@@ -237,7 +237,8 @@ def _check_device(device: str) -> None:
 
 
 def _tasks_of(args):
-    """The tasks a ``run`` asks for, with their 1-based indices in the study."""
+    """(tasks, their 1-based indices in the study, the study's number of tasks) a ``run`` asks for
+    (None, None: all the tasks given, numbered in order)."""
     from suite.harness.study import load_study, make_task
 
     if (args.study is None) == (args.entry is None):
@@ -245,7 +246,7 @@ def _tasks_of(args):
     if args.study is None:
         if args.only or args.tier or args.task is not None:
             raise UsageError("--only, --tier and --task select part of a study; use them with a study, not --entry")
-        return [make_task(args.entry, _spec_from_args(args, args.sampler), args.seed)], None
+        return [make_task(args.entry, _spec_from_args(args, args.sampler), args.seed)], None, None
     if _given_options(args):
         raise UsageError("sampler options go in the study file; use them only with --entry")
     if args.task is not None:
@@ -254,8 +255,8 @@ def _tasks_of(args):
         tasks = load_study(args.study).tasks
         if not 1 <= args.task <= len(tasks):
             raise UsageError(f"--task must be in 1..{len(tasks)} (the study has {len(tasks)} tasks), got {args.task}")
-        return [tasks[args.task - 1]], [args.task]
-    return list(load_study(args.study, only=args.only, tiers=args.tier).tasks), None
+        return [tasks[args.task - 1]], [args.task], len(tasks)
+    return list(load_study(args.study, only=args.only, tiers=args.tier).tasks), None, None
 
 
 def _report_failures(outcome) -> int:
@@ -268,11 +269,12 @@ def cmd_run(args) -> int:
     from suite.harness.runner import run_tasks
     from suite.interrupts import handle_signals
 
-    tasks, indices = _tasks_of(args)
+    tasks, indices, total = _tasks_of(args)
     _check_device(args.device)
     with handle_signals():
         outcome = run_tasks(tasks, args.out, device=args.device, dtype=args.dtype, force=args.force,
-                            resume=args.resume, indices=indices, log=lambda msg: print(msg, file=sys.stderr))
+                            resume=args.resume, indices=indices, total=total,
+                            log=lambda msg: print(msg, file=sys.stderr))
     for row in outcome.rows:
         print(_row_summary(row))
     return _report_failures(outcome)

@@ -18,7 +18,7 @@ import torch
 from suite.harness.rows import read_rows
 
 FLOW = ["--entry", "phi4/free/L8", "--sampler", "flow", "--model", "affine", "--hparams", '{"n_layers": 2}',
-        "--batch-size", "8", "--n-samples", "64", "--checkpoint-every", "1", "--schedule", "constant"]
+        "--batch-size", "8", "--n-samples", "64", "--checkpoint-every", "20", "--schedule", "constant"]
 
 
 def lftbench(*args, **kwargs):
@@ -44,7 +44,7 @@ def test_two_processes_on_one_study_share_the_work(tmp_path):
 
 
 def test_sigterm_checkpoints_and_resume_is_bit_for_bit(tmp_path):
-    steps = ["--budget-steps", "400"]
+    steps = ["--budget-steps", "300"]
     reference = lftbench("run", *FLOW, *steps, "--out", str(tmp_path / "straight"))
     assert reference.wait(timeout=300) == 0, reference.communicate()
 
@@ -53,16 +53,13 @@ def test_sigterm_checkpoints_and_resume_is_bit_for_bit(tmp_path):
     deadline = time.time() + 120
     while not list(out.glob("runs/*/checkpoint.pt")) and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)  # a few steps after the first checkpoint
     _, err = proc.communicate(timeout=120)
-    if proc.returncode == 0:  # finished before the signal arrived: nothing to test on this machine
-        return
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err and "--resume" in err.splitlines()[-1]
     (run_dir,) = out.glob("runs/*")
     stopped_at = torch.load(run_dir / "checkpoint.pt", weights_only=True)["log"]["steps"]
-    assert 0 < stopped_at < 400 and not read_rows(out)
+    assert 20 <= stopped_at < 300 and not read_rows(out)
 
     again = lftbench("run", *FLOW, *steps, "--out", str(out))
     _, err = again.communicate(timeout=120)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from suite.samplers import RunContext, parse_spec
 # Options added after results were first written, left out of the task key at their default so that
 # existing results keep their keys.
 LATER_OPTIONS = {"pretrain": {}}
-ARTIFACTS = {"chains": "chains.npz", "training": "training.csv", "model": "model.pt"}
+ARTIFACTS = {"chains": "chains.npz", "training": "training.csv", "model": "model.pt", "checkpoint": "checkpoint.pt"}
 OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "cannot allocate memory")  # torch's messages
 RESUMABLE = "checkpoint.pt"  # a run folder with this file and no row is an interrupted training
 
@@ -101,9 +100,9 @@ def run_task(task: Task, out: Path, *, device: str = "cpu", dtype: str | None = 
     run_dir = out / "runs" / key
     if (run_dir / RESUMABLE).exists() and not resume:
         if not force:
-            raise UsageError(f"task {describe_task(task)} was interrupted (its training checkpoint is in "
+            raise UsageError(f"task {describe_task(task)} did not finish (its training checkpoint is in "
                              f"{run_dir}); rerun with --resume to continue it or --force to start it afresh")
-        shutil.rmtree(run_dir)
+        (run_dir / RESUMABLE).unlink()  # start the training afresh; the other artifacts are replaced as rewritten
     run_dir.mkdir(parents=True, exist_ok=True)
     context = RunContext(entry=entry, seed=task.seed, device=device, dtype=getattr(torch, dtype), run_dir=run_dir,
                          out=out, catalogue_version=catalogue_version(), resume=resume, progress=progress)
@@ -163,14 +162,15 @@ class RunOutcome:
 
 
 def run_tasks(tasks, out, *, device="cpu", dtype=None, force=False, resume=False, progress=None, log=print,
-              executor=None, indices=None) -> RunOutcome:
+              executor=None, indices=None, total=None) -> RunOutcome:
     """Run tasks into folder ``out`` through ``executor`` (default: `LocalExecutor`), skipping
-    those already done unless ``force``. ``indices``: the tasks' 1-based positions in their study
-    (default 1..n). Usage errors and row-write failures propagate; other failures are collected."""
+    those already done unless ``force``. ``indices``: the tasks' 1-based positions in their study of
+    ``total`` tasks (default 1..n of n). Usage errors and row-write failures propagate; other
+    failures are collected."""
     out = rowio.check_results_folder(out)
     tasks = list(tasks)
     indices = list(indices or range(1, len(tasks) + 1))
-    total = max(indices, default=0) if indices else len(tasks)
+    total = total or len(tasks)
     outcome = RunOutcome()
     done = {row.run_id for row in rowio.read_rows(out)}  # names any line that is not a row, once
     pending = []

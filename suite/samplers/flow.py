@@ -18,8 +18,8 @@ the same couplings on an L^d lattice, then loads its parameters into the model f
 lattice and trains on for the task's own budget (which may then be zero: the transferred flow is
 used as it is). This works for models whose parameters do not depend on the lattice size
 (convolutional conditioners). The pretrained flow is stored once per results folder under
-``pretrain/<key>/`` (recorded in the row's artifacts as ``pretrain_training`` and
-``pretrain_model``) and shared by every task that asks for the same pretraining. The training
+``pretrain/<key>/`` (recorded in the row's artifacts as ``pretrain_training``,
+``pretrain_model`` and ``pretrain_checkpoint``) and shared by every task that asks for the same pretraining. The training
 summary's ``steps`` are those on the entry's lattice; its ``seconds`` and ``cpu_seconds`` include the
 pretraining, which is also given on its own under ``pretrain``.
 
@@ -214,7 +214,8 @@ class Flow(Sampler):
         from suite.samplers.spec import as_dict
 
         folder = self._pretrain_folder({"name": self.name, **as_dict(spec)}, context)
-        return {"pretrain_training": folder / "training.csv", "pretrain_model": folder / "model.pt"}
+        return {"pretrain_training": folder / "training.csv", "pretrain_model": folder / "model.pt",
+                "pretrain_checkpoint": folder / "checkpoint.pt"}
 
     def upgrade_v1(self, data: dict) -> dict:
         """Schema-1 rows did not record where their pretraining is: the path its key gives."""
@@ -227,7 +228,7 @@ class Flow(Sampler):
                            catalogue=data["catalogue_version"])
         folder = Path("pretrain") / key
         artifacts = {**data.get("artifacts", {}), "pretrain_training": str(folder / "training.csv"),
-                     "pretrain_model": str(folder / "model.pt")}
+                     "pretrain_model": str(folder / "model.pt"), "pretrain_checkpoint": str(folder / "checkpoint.pt")}
         return {**data, "artifacts": artifacts}
 
     # -- running ---------------------------------------------------------------------------------

@@ -1,0 +1,73 @@
+"""Result rows: schema-1 folders (the committed reports) load; writes are complete or absent, and unique."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import result_row
+from suite.harness import rows as rowio
+from suite.harness.rows import RESULTS_FILE, SCHEMA_VERSION, ResultRow, read_rows, write_row
+
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
+COMMITTED = sorted(REPORTS.glob("*/results.jsonl"))
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=[p.parent.name for p in COMMITTED])
+def test_committed_schema_1_results_load(path):
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    assert all("schema_version" not in json.loads(line) for line in lines)  # written before typed rows
+    skipped = []
+    rows = read_rows(path.parent, on_skip=lambda *args: skipped.append(args))
+    assert not skipped and len(rows) == len(lines)
+    for row in rows:
+        assert row.schema_version == SCHEMA_VERSION and row.ok and row.folder == path.parent
+        assert row.plugin.name == row.sampler["name"]
+        if row.sampler.get("pretrain"):  # the path the harness stored the pretraining under, now recorded
+            assert row.artifacts["pretrain_training"].startswith("pretrain/")
+    assert len(COMMITTED) >= 2
+
+
+def test_a_row_round_trips_and_a_rewrite_replaces_it(tmp_path):
+    row = result_row(run_id="a", observables={"x": {"value": float("nan"), "error": float("-inf")}})
+    write_row(tmp_path, row)
+    write_row(tmp_path, result_row(run_id="b"))
+    with open(tmp_path / RESULTS_FILE, "a") as f:
+        f.write('{"run_id": "torn')  # a crash mid-write
+    write_row(tmp_path, result_row(run_id="a", seed=7))  # replaces row a; the torn line is not a row
+    found = {r.run_id: r for r in read_rows(tmp_path, on_skip=None)}
+    assert set(found) == {"a", "b"} and found["a"].seed == 7
+    write_row(tmp_path, row)
+    back = {r.run_id: r for r in read_rows(tmp_path, on_skip=None)}["a"]
+    assert back.observables["x"]["error"] == float("-inf") and back.observables["x"]["value"] != 0
+
+
+def test_a_failed_write_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    write_row(tmp_path, result_row(run_id="a"))
+    before = (tmp_path / RESULTS_FILE).read_bytes()
+    monkeypatch.setattr(rowio.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(rowio.RowWriteError, match="No space left on device"):
+        write_row(tmp_path, result_row(run_id="b"))
+    monkeypatch.undo()
+    assert (tmp_path / RESULTS_FILE).read_bytes() == before
+
+
+@pytest.mark.parametrize("line, reason", [
+    ("{}", "no 'run_id'"), ("null", "NoneType"), ("[1, 2]", "list"), ('{"run_id": "x"}', "no 'entry'"),
+    ('{"run_id": "x", "entry": "e", "theory": "t", "lattice": [2], "sampler": 3, "seed": 0, "device": "cpu", '
+     '"dtype": "float64"}', "no name"),
+    ('{"schema_version": 9, "run_id": "x"}', "schema_version 9"),
+])
+def test_lines_that_are_not_rows_are_named(tmp_path, line, reason):
+    write_row(tmp_path, result_row(run_id="a"))
+    with open(tmp_path / RESULTS_FILE, "a") as f:
+        f.write(line + "\n")
+    skipped = []
+    assert [r.run_id for r in read_rows(tmp_path, on_skip=lambda *a: skipped.append(a))] == ["a"]
+    ((_, number, why),) = skipped
+    assert number == 2 and reason in why
+
+
+def test_from_dict_refuses_what_is_not_a_row():
+    with pytest.raises(ValueError):
+        ResultRow.from_dict({"run_id": "x"})
