@@ -8,7 +8,6 @@ import tomllib
 import pytest
 
 from suite.cli import main
-from suite.harness import runner
 from suite.harness.rows import RESULTS_FILE, read_rows
 
 TINY = ["--chains", "4", "--therm", "30", "--n-traj", "60"]

@@ -65,6 +65,12 @@ def _relative(path: Path, out: Path) -> str:
     return str(Path(path).relative_to(out))
 
 
+def _artifacts(run_dir: Path, out: Path, extra: dict | None = None) -> dict[str, str]:
+    """Kind -> path relative to ``out`` of the artifacts that exist: the run folder's and ``extra`` (kind -> path)."""
+    found = {kind: run_dir / name for kind, name in ARTIFACTS.items()}
+    return {kind: _relative(path, out) for kind, path in {**found, **(extra or {})}.items() if path.exists()}
+
+
 def _save_chain(chain, path: Path) -> None:
     try:
         chain.save(path)
@@ -114,11 +120,9 @@ def run_task(task: Task, out: Path, *, device: str = "cpu", dtype: str | None = 
         try:
             chain, training = plugin.run(spec, theory, context)
         except Diverged as err:
-            artifacts = {kind: _relative(run_dir / name, out) for kind, name in ARTIFACTS.items()
-                         if (run_dir / name).exists()}
             row = _row(task, entry, key, dtype=dtype, device=device, started=started, training=err.training,
-                       timings={"total": time.perf_counter() - wall}, artifacts=artifacts, status="diverged",
-                       message=str(err))
+                       timings={"total": time.perf_counter() - wall}, artifacts=_artifacts(run_dir, out),
+                       status="diverged", message=str(err))
             rowio.write_row(out, row)
             return row
         phase = "measurement"
@@ -127,10 +131,7 @@ def run_task(task: Task, out: Path, *, device: str = "cpu", dtype: str | None = 
         estimates = estimate_observables(chain, theory, seconds_per_config=sampling / configs)
         phase = "writing"
         _save_chain(chain, run_dir / ARTIFACTS["chains"])
-        artifacts = {kind: _relative(run_dir / name, out) for kind, name in ARTIFACTS.items()
-                     if (run_dir / name).exists()}
-        artifacts.update({kind: _relative(path, out) for kind, path in plugin.artifacts(spec, context).items()
-                          if path.exists()})
+        artifacts = _artifacts(run_dir, out, plugin.artifacts(spec, context))
         row = _row(task, entry, key, dtype=dtype, device=device, started=started, sampler_info=chain.info,
                    training=training, timings={**chain.timings, "total": time.perf_counter() - wall},
                    throughput={"configs_per_second": configs / sampling,
