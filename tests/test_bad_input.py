@@ -88,6 +88,16 @@ USER_MODELS = textwrap.dedent('''
         return Frozen(theory)
 
 
+    class Mixed(Gaussian):
+        def sample(self, n):  # half-precision x and bfloat16 log q whatever the harness cast it to
+            x, log_q = super().sample(n)
+            return x.half(), log_q.to(torch.bfloat16)
+
+
+    def mixed(theory):
+        return Mixed(theory)
+
+
     def leaves(theory):
         sys.exit(0)
 ''')
@@ -155,6 +165,9 @@ def _setup(case: str, tmp: Path, monkeypatch) -> None:
         run_dir = out / "runs" / task_key(task, "float32", "cpu")
         run_dir.mkdir(parents=True)
         (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    elif case == "corrupt-chains":
+        (row,) = read_rows(out)
+        row.artifact("chains").write_bytes(b"PK\x03\x04 not a zip archive")
     elif case == "garbage-lines":
         with open(out / RESULTS_FILE, "a") as f:
             f.write("{}\nnull\n[1, 2]\n{\"run_id\": \"x\"}\n")
@@ -232,6 +245,8 @@ CASES = [
     ("garbage-lines-compare", ["compare", "{tmp}/results"], 0, None, "garbage-lines"),
     ("short-hmc-report", ["run", *ENTRY, "--chains", "2", "--therm", "5", "--n-traj", "5", "--seed", "5"], 0, None,
      None),
+    ("corrupt-chains-report", ["report", "{tmp}/results", "--out", "{tmp}/report"], 0, None, "corrupt-chains"),
+    ("mixed-dtypes", ["run", *FLOW, "--model", f"{MODELS}:mixed", "--budget-steps", "3"], 0, None, None),
     ("compare-with-throughput", ["compare", "{tmp}/results"], 0, None, "throughput-row"),
     ("diverged", ["run", *FLOW, "--model", f"{MODELS}:build", "--hparams", '{"mode": "diverge"}',
                   "--budget-steps", "40"], 0, None, None),
@@ -272,6 +287,8 @@ def test_bad_input(base, tmp_path, monkeypatch, capsys, case, args, status, mess
     if case == "diverged":
         (row,) = [r for r in read_rows(tmp_path / "results") if not r.ok]
         assert row.status == "diverged" and "diverged" in row.message and row.artifact("training").is_file()
+    if case == "corrupt-chains-report":
+        assert "cannot be read" in (tmp_path / "report" / "report.md").read_text()
     if case.startswith("garbage-lines"):
         assert "line 3: not a result row" in err and "skipped" in err
 
