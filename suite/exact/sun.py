@@ -14,8 +14,8 @@ irreducible representations λ (dimension d_λ):
 
 Integrating a link shared by two plaquettes, ∫ dU χ_λ(XU) χ_μ(U⁻¹Y) = δ_λμ χ_λ(XY)/d_λ, glues
 them. Gluing plaquettes into a surface Σ of Euler characteristic χ(Σ) with boundary holonomies
-g_b gives Z_Σ = Σ_λ d_λ^{χ(Σ)} (a_λ/d_λ)^{#plaquettes} Π_b χ_λ(g_b) (Witten 1991, eq. (2.51) and
-the lattice derivation before it). Hence:
+g_b gives Z_Σ = Σ_λ d_λ^{χ(Σ)} (a_λ/d_λ)^{#plaquettes} Π_b χ_λ(g_b) (Witten 1991, sec. 2, for
+the lattice derivation). Hence:
 
 * Torus (χ = 0):                       Z = Σ_λ (a_λ/d_λ)^V.
 * Plaquette:                           (1/N)⟨Re Tr U_P⟩ = (1/V) ∂_β log Z.
@@ -27,8 +27,8 @@ the lattice derivation before it). Hence:
       ⟨Tr W⟩ = (1/Z) Σ_λ Σ_{μ ∈ λ⊗F} d_λ (a_λ/d_λ)^A · d_μ^{−1} (a_μ/d_μ)^{V−A},
 
   which is real (λ → λ̄ maps it to ⟨Tr W†⟩), and (1/N)⟨Re Tr W⟩ = ⟨Tr W⟩/N. For A = 1 it is the
-  plaquette; that (1/V)∂_β log Z gives the same number is the fusion identity
-  ∂_β a_λ = (1/2N) Σ_{μ∈λ⊗F or λ⊗F̄} a_μ, checked numerically in the tests.
+  plaquette; that (1/V)∂_β log Z gives the same number follows from the fusion identity
+  ∂_β a_λ = (1/2N) [Σ_{μ∈λ⊗F} a_μ + Σ_{μ∈λ⊗F̄} a_μ]; the tests check it by finite differences.
 
 Coefficients (Bars & Green, Phys. Rev. D 20 (1979) 3311; Drouffe & Zuber 1983). For U(N) and a
 signature λ_1 ≥ … ≥ λ_N, with e^{(β/N) Re Tr U} = Π_i e^{(β/2N)(z_i + 1/z_i)} on the eigenvalues
@@ -56,7 +56,8 @@ M is doubled from 4 until the outermost shell λ_1 = M contributes N·Σ max(r)^
 leading term of every returned quantity (its smallest being the largest loop's r_F^A), so every
 value carries a relative truncation error below ~1e-16; ``max_row`` overrides M (the tests
 check that doubling it changes nothing). The determinants lose about log10(β/N)·N(N−1)/2 digits
-to cancellation at large β/N (β ≤ 50 for N ≤ 3 keeps ~1e-12). Haar integrals over the class of
+to cancellation at large β/N (measured against Weyl quadrature: a_λ/a_0 to 2e-13 for SU(3) at
+β = 50 and 150). Haar integrals over the class of
 U (the eigenphase measure, `plaquette_moments_infinite_volume`) use the periodic trapezoidal
 rule on [0, 2π)^{N−1}, spectrally accurate for these entire integrands.
 
