@@ -57,7 +57,9 @@ class FieldSpace(ABC):
         """The exact position update x <- exp(eps p) x along the geodesic."""
 
     def project(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Projection of v onto the tangent space at x (identity for flat spaces)."""
+        """Projection of v, the plain gradient at x (what autograd gives), onto the tangent space at x, in
+        the coordinates and metric of the momenta: the force HMC needs (identity for flat spaces and
+        the torus; on a group, `SUN.project`, the su(N) element ½ P(v x†))."""
         return v
 
 
