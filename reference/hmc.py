@@ -1,8 +1,10 @@
 """Hybrid Monte Carlo, generic over field spaces, many independent chains as one batch.
 
-Hamiltonian H(x, p) = K(p) + S(x) with K = ½ Σ p². One trajectory: draw momenta, integrate
-Hamilton's equations for ``n_steps`` steps of size ``eps`` (trajectory length n_steps·eps),
-accept with probability min(1, exp(−ΔH)), independently per chain.
+Hamiltonian H(x, p) = K(p) + S(x), with K and the momenta those of the theory's field space
+(`suite.fields`: ½ Σ p² on flat spaces and the torus, −Σ Tr p² on SU(N)), the position update its
+exact x ← exp(ε p) x and the force F in its tangent space (p ← p − ε F). One trajectory: draw
+momenta, integrate Hamilton's equations for ``n_steps`` steps of size ``eps`` (trajectory length
+n_steps·eps), accept with probability min(1, exp(−ΔH)), independently per chain.
 
 Integrators (both symmetric and reversible, error O(eps²) in ΔH):
 * ``leapfrog``: one force evaluation per step.

@@ -59,3 +59,17 @@ class Theory(ABC):
     def derived_quantities(self) -> dict[str, DerivedQuantity]:
         """Ensemble-level quantities computed from means of observables (with propagated errors)."""
         return {}
+
+
+def wilson_name(r: int, t: int) -> str:
+    """The observable name of the R×T Wilson loop (W is symmetric: the smaller extent first)."""
+    r, t = min(r, t), max(r, t)
+    return f"wilson_{r}_{t}"
+
+
+def creutz_ratio(w_rt: float, w_r1t1: float, w_rt1: float, w_r1t: float) -> float:
+    """−log[W(R,T) W(R−1,T−1) / (W(R,T−1) W(R−1,T))]; NaN where the argument is not positive."""
+    num, den = w_rt * w_r1t1, w_rt1 * w_r1t
+    if not (den != 0 and num / den > 0):
+        return float("nan")
+    return -math.log(num / den)

@@ -42,7 +42,7 @@ import torch
 
 from suite.fields import TorusSpace, wrap_angle
 from suite.lattice import shift
-from suite.theories.base import DerivedQuantity, Theory
+from suite.theories.base import DerivedQuantity, Theory, creutz_ratio, wilson_name  # noqa: F401 (re-exported)
 from suite.theories.registry import ExactSolver, TheoryInfo, lazy, register_theory
 
 CONVENTIONS = ("wilson",)
@@ -158,20 +158,6 @@ class U1(Theory):
                     description=f"Creutz ratio chi({r},{t}) = -log[W(R,T) W(R-1,T-1) / (W(R,T-1) W(R-1,T))]",
                 )
         return derived
-
-
-def wilson_name(r: int, t: int) -> str:
-    """The observable name of the R×T Wilson loop (W is symmetric: the smaller extent first)."""
-    r, t = min(r, t), max(r, t)
-    return f"wilson_{r}_{t}"
-
-
-def creutz_ratio(w_rt: float, w_r1t1: float, w_rt1: float, w_r1t: float) -> float:
-    """−log[W(R,T) W(R−1,T−1) / (W(R,T−1) W(R−1,T))]; NaN where the argument is not positive."""
-    num, den = w_rt * w_r1t1, w_rt1 * w_r1t
-    if not (den != 0 and num / den > 0):
-        return float("nan")
-    return -math.log(num / den)
 
 
 def gauge_transform(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
