@@ -336,7 +336,7 @@ def test_derived_creutz_ratios_and_bad_parameters():
 
 def test_registered_with_catalogue_entries():
     info = theory_info("sun")
-    assert info.headline_observable == "plaquette" and not info.exact
+    assert info.headline_observable == "plaquette" and set(info.exact) == {"sun-character-expansion"}
     ids = {e.id for e in entries() if e.theory == "sun"}
     assert {"sun/su2-2d-beta2/L8", "sun/su3-2d-beta4/L8", "sun/su2-4d-beta2.2/L4"} <= ids
     for entry_id in ids:
@@ -421,3 +421,15 @@ def test_hmc_plaquette_of_2d_su2_long(beta):
     assert abs(r.value - exact) < 3.5 * r.error, (r.value, r.error, exact)
     w22 = gamma_method(chain.observables["wilson_2_2"])
     assert abs(w22.value - exact**4) < 3.5 * w22.error, (w22.value, w22.error, exact**4)
+
+
+def test_2d_entries_take_exact_values_named_as_the_observables():
+    from scipy.special import iv
+
+    entry = get_entry("sun/su2-2d-beta2/L8")
+    theory = entry.build_theory()
+    exact = entry.reference_values()
+    names = set(theory.observables(theory.field.prior_sample(2, dtype=torch.float64)))
+    assert {"plaquette", "action_density", "wilson_2_2", "wilson_3_3"} <= set(exact) <= names
+    assert exact["plaquette"].value == pytest.approx(iv(2, 2.0) / iv(1, 2.0), abs=1e-10)
+    assert exact["action_density"].value == pytest.approx(-2.0 * exact["plaquette"].value)
