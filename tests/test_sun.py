@@ -424,8 +424,6 @@ def test_hmc_plaquette_of_2d_su2_long(beta):
 
 
 def test_2d_entries_take_exact_values_named_as_the_observables():
-    from scipy.special import iv
-
     entry = get_entry("sun/su2-2d-beta2/L8")
     theory = entry.build_theory()
     exact = entry.reference_values()
