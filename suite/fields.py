@@ -171,7 +171,11 @@ class SphereSpace(FieldSpace):
         return g / _norm(g)
 
     def _gaussian(self, shape, generator, dtype, device):
-        return torch.randn(shape, generator=generator, dtype=self.field_dtype(dtype), device=device)
+        """Unit variance in every real component (torch's complex randn has variance ½ in each)."""
+        if not self.is_complex:
+            return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+        real = torch.randn((2, *shape), generator=generator, dtype=dtype, device=device)
+        return torch.complex(real[0], real[1])
 
     def prior_log_prob(self, x):
         """−V log |S^{dim}| for every configuration: uniform w.r.t. the surface measure."""

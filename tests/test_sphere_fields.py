@@ -118,3 +118,14 @@ def test_hmc_on_the_sphere_reproduces_the_exact_1d_o3_chain():
     assert abs(r.value - exact) < 4 * r.error, (r.value, r.error, exact)
     dh = gamma_method(np.exp(-chain.delta_h))
     assert abs(dh.value - 1) < 4 * dh.error
+
+
+@pytest.mark.parametrize("space", [SphereSpace((4, 4, 3)), ComplexSphereSpace((4, 4, 3)), ProjectiveSpace((4, 4, 3))])
+def test_momenta_are_standard_gaussians_of_the_tangent_space(space):
+    """⟨2K⟩ per site is the tangent space's real dimension (N − 1, 2N − 1, 2N − 2): K = ½ Σ p² needs unit
+    variance in every real component, also for complex fields."""
+    x = space.prior_sample(4000, generator=torch.Generator().manual_seed(8))
+    p = space.momenta(x, generator=torch.Generator().manual_seed(9))
+    dim = {SphereSpace: 2, ComplexSphereSpace: 5, ProjectiveSpace: 4}[type(space)]
+    per_site = (2 * space.kinetic_energy(p) / 16).mean().item()
+    assert per_site == pytest.approx(dim, rel=0.01)

@@ -58,6 +58,10 @@ class Cluster(Sampler):
     def budget_label(self, spec: dict) -> str:
         return f"{spec['chains']} chains × {spec['n_meas']} × {spec['n_clusters']} clusters"
 
+    def statistics(self, info: dict) -> str:
+        return (f"{info['chains']} chains x {info['n_meas']} measurements {info['n_clusters']} clusters apart "
+                f"after {info['n_therm'] * info['n_clusters']} clusters")
+
     def columns(self, row) -> dict:
         info = row.sampler_info
         return {"chains": info.get("chains"), "n_meas": info.get("n_meas"), "n_clusters": info.get("n_clusters"),
