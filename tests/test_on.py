@@ -177,7 +177,7 @@ def test_cluster_sampler_runs_and_refuses_other_theories(tmp_path, capsys):
     assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
     assert "## Cluster runs" in (tmp_path / "report" / "report.md").read_text()
     capsys.readouterr()
-    for entry in ("phi4/free/L8", "cpn/cp2-beta0.6/L8"):
+    for entry in ("phi4/free/L8", "cpn/cp2-beta1.0/L8"):
         with pytest.raises(UsageError, match="applies to O\\(N\\) models only"):
             make_task(entry, {"name": "cluster"}, 0)
         assert main(["run", "--entry", entry, "--sampler", "cluster", "--out", str(tmp_path / "x")]) == 2
