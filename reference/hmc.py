@@ -6,6 +6,10 @@ exact x ← exp(ε p) x and the force F in its tangent space (p ← p − ε F).
 momenta, integrate Hamilton's equations for ``n_steps`` steps of size ``eps`` (trajectory length
 n_steps·eps), accept with probability min(1, exp(−ΔH)), independently per chain.
 
+The drift is the field space's `update_with_momentum` (x moves along the geodesic and p is carried
+along: unchanged on flat spaces and groups, parallel-transported on spheres); kicks subtract the
+force, which theories give in the tangent space, so p stays tangent.
+
 Integrators (both symmetric and reversible, error O(eps²) in ΔH):
 * ``leapfrog``: one force evaluation per step.
 * ``omelyan``: the second-order minimum-norm (2MN) integrator of Omelyan, Mryglod & Folk,
@@ -63,7 +67,7 @@ def leapfrog(theory, x, p, eps: float, n_steps: int, force=None):
     force = theory.force(x) if force is None else force
     p = p - 0.5 * eps * force
     for step in range(n_steps):
-        x = space.update(x, p, eps)
+        x, p = space.update_with_momentum(x, p, eps)
         force = theory.force(x)
         p.sub_(force, alpha=eps if step < n_steps - 1 else 0.5 * eps)
     return x, p, force
@@ -76,9 +80,9 @@ def omelyan(theory, x, p, eps: float, n_steps: int, force=None, lam: float = OME
     force = theory.force(x) if force is None else force
     p = p - lam * eps * force
     for step in range(n_steps):
-        x = space.update(x, p, 0.5 * eps)
+        x, p = space.update_with_momentum(x, p, 0.5 * eps)
         p.sub_(theory.force(x), alpha=(1 - 2 * lam) * eps)
-        x = space.update(x, p, 0.5 * eps)
+        x, p = space.update_with_momentum(x, p, 0.5 * eps)
         force = theory.force(x)
         p.sub_(force, alpha=lam * eps if step == n_steps - 1 else 2 * lam * eps)
     return x, p, force

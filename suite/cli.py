@@ -426,6 +426,7 @@ def cmd_validate(args) -> int:
 def cmd_references(args) -> int:
     from suite.harness.rows import read_rows
     from suite.report.tables import format_value
+    from suite.samplers import plugin_of
 
     if not Path(args.results).is_dir():
         raise UsageError(f"results folder {args.results!r} does not exist")
@@ -444,8 +445,8 @@ def cmd_references(args) -> int:
             print(f"[entry.reference.{name}]  # {format_value(est['value'], est['error'])}, "
                   f"tau_int {est['tau_int']:.3g}")
             print(f"value = {est['value']!r}\nerror = {est['error']:.3g}")
-            print(f'provenance = "computed: {row.sampler["name"]}, {info["chains"]} chains x {info["n_traj"]} '
-                  f'trajectories after {info["n_therm"]}, seed {row.seed}, lftbench {row.suite_version}"')
+            print(f'provenance = "computed: {row.sampler["name"]}, {plugin_of(row.sampler).statistics(info)}, '
+                  f'seed {row.seed}, lftbench {row.suite_version}"')
             print(f'command = "lftbench run {args.study} --out {args.results}"')
         print()
     return 0

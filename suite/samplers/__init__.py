@@ -1,8 +1,8 @@
 """The sampler registry: every sampler is a plugin module here registering a `Sampler`.
 
-``hmc`` (Hybrid Monte Carlo), ``flow`` (a trained model's independent samples, reweighted) and
-``flow-mh`` (an independence Metropolis chain with the model as proposal) ship with the suite. A
-new sampler is one module that subclasses `Sampler`, declares its spec dataclass and calls
+``hmc`` (Hybrid Monte Carlo), ``flow`` (a trained model's independent samples, reweighted),
+``flow-mh`` (an independence Metropolis chain with the model as proposal) and ``cluster`` (Wolff's
+single-cluster algorithm, O(N) models only) ship with the suite. A new sampler is one module that subclasses `Sampler`, declares its spec dataclass and calls
 `register`; the CLI options, the study schema, report tables and ``compare`` follow from it.
 
 A sampler spec in a study or row is a dict ``{"name": ..., option: value, ...}``; `parse_spec`
@@ -20,7 +20,7 @@ from suite.errors import UsageError
 from suite.samplers import spec as _spec
 from suite.samplers.base import RunContext, Sampler
 
-SHIPPED = ("suite.samplers.hmc", "suite.samplers.flow")
+SHIPPED = ("suite.samplers.hmc", "suite.samplers.flow", "suite.samplers.cluster")
 _REGISTRY: dict[str, Sampler] = {}
 
 

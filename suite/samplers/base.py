@@ -92,6 +92,11 @@ class Sampler:
         """Columns it adds to its runs table, from a `suite.harness.rows.ResultRow`."""
         return {}
 
+    def statistics(self, info: dict) -> str:
+        """The statistics of a run in words, from its sampler info (``lftbench references`` writes it
+        into the provenance of computed reference values)."""
+        return ", ".join(f"{k} {v}" for k, v in info.items() if isinstance(v, (int, float, str)))
+
     def upgrade_v1(self, data: dict) -> dict:
         """A schema-1 row's dict brought to the current schema (artifact paths it did not record)."""
         return data

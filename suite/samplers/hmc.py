@@ -60,6 +60,9 @@ class HMC(Sampler):
     def budget_label(self, spec: dict) -> str:
         return f"{spec['chains']} chains × {spec['n_traj']} trajectories"
 
+    def statistics(self, info: dict) -> str:
+        return f"{info['chains']} chains x {info['n_traj']} trajectories after {info['n_therm']}"
+
     def columns(self, row) -> dict:
         from suite.report.tables import format_value
 
