@@ -33,6 +33,7 @@ import os
 import shutil
 import signal
 import socket
+import time
 from pathlib import Path
 
 from suite.errors import UsageError
@@ -160,7 +161,8 @@ class SubmititExecutor:
         self.jobs = executor.submit_array([TaskElement(self.element_argv(item.index)) for item in submit])
         job_id = str(self.jobs[0].job_id).split("_")[0]
         self.record = {
-            "job_id": job_id, "executor": self.name, "submitted": now(), "host": socket.gethostname(),
+            "job_id": job_id, "executor": self.name, "submitted": now(), "submitted_ns": time.time_ns(),
+            "host": socket.gethostname(),
             "study": self.study, "out": str(self.out), "run_args": self.run_args,
             "options": self.settings.cluster_options,
             "tasks": [{"index": item.index, "run_id": item.run_id, "job_id": str(job.job_id),
@@ -194,7 +196,7 @@ def job_records(out) -> list[dict]:
             continue
         if isinstance(record, dict) and isinstance(record.get("tasks"), list) and "selection" in record:
             found.append(record)
-    return sorted(found, key=lambda r: str(r.get("submitted", "")))
+    return sorted(found, key=lambda r: (str(r.get("submitted", "")), r.get("submitted_ns", 0)))
 
 
 def _last_error(log: Path) -> str | None:
