@@ -245,7 +245,8 @@ def _sampler_names() -> str:
     return ", ".join(samplers())
 
 
-def _check_device(device: str) -> None:
+def _check_device(device: str, here: bool = True) -> None:
+    """A device torch knows, of a supported type, and (``here``) present on this machine."""
     import torch
 
     try:
@@ -254,7 +255,7 @@ def _check_device(device: str) -> None:
         raise UsageError(f"unknown device {device!r}; expected cpu or cuda[:N]") from None
     if dev.type not in ("cpu", "cuda"):
         raise UsageError(f"device {device!r} is not supported; expected cpu or cuda[:N]")
-    if dev.type == "cuda":
+    if dev.type == "cuda" and here:
         if not torch.cuda.is_available():
             raise UsageError("device 'cuda' requested but no CUDA device is available")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
@@ -327,8 +328,8 @@ def cmd_run(args) -> int:
     from suite.interrupts import handle_signals
 
     study, tasks, indices, total = _tasks_of(args)
-    _check_device(args.device)
     executor = _executor_of(args, study, tasks, indices, total)
+    _check_device(args.device, here=executor is None)  # an array element checks on its node
     with handle_signals():
         outcome = run_tasks(tasks, args.out, device=args.device, dtype=args.dtype, force=args.force,
                             resume=args.resume, indices=indices, total=total, executor=executor,

@@ -166,7 +166,7 @@ def test_slurm_submission_writes_the_options_into_the_batch_file_and_records_the
                      "[[task]]" + STUDY.split("[[task]]")[1])
     out = tmp_path / "results"
     assert main(["run", str(study), "--out", str(out), "--gpus-per-task", "1", "--cpus-per-task", "8",
-                 "--array-parallelism", "2", "--device", "cpu"]) == 0
+                 "--array-parallelism", "2", "--device", "cuda"]) == 0  # a login node need not have the GPU
     assert "submitted job 4242 (slurm): 2 tasks (1, 2)" in capsys.readouterr().out
     batch = (bin_ / "batch.sh").read_text()
     for line in ("--array=0-1%2", "--partition=gpu", "--time=90", "--gpus-per-task=1", "--cpus-per-task=8",
@@ -175,6 +175,7 @@ def test_slurm_submission_writes_the_options_into_the_batch_file_and_records_the
     assert [(s["state"], s["job_id"]) for s in task_states(out)] == [("pending", "4242_0"), ("pending", "4242_1")]
     (record,) = [json.loads(p.read_text()) for p in (out / "jobs").glob("*.json")]
     assert record["study"] == str(study) and record["options"]["time"] == "01:30:00"
+    assert record["run_args"] == ["--device", "cuda"]
 
 
 def test_a_pretraining_asked_for_by_two_tasks_at_once_is_trained_once(tmp_path):
@@ -204,3 +205,15 @@ def test_executor_table_is_validated_with_the_study(tmp_path, name):
     study.write_text(f'[executor]\nname = "{name}"\ncpus_per_task = 0\n' + FLOW)
     with pytest.raises(UsageError, match="cpus_per_task must be an integer >= 1"):
         load_study(str(study))
+
+
+def test_the_command_line_completes_and_overrides_the_executor_table(tmp_path):
+    from suite.harness.executors import executor_settings
+    from suite.harness.study import load_study
+
+    study = tmp_path / "study.toml"
+    study.write_text('[executor]\nname = "slurm"\npartition = "gpu"\ngpus_per_task = 1\n' + FLOW)
+    table = load_study(str(study)).executor
+    settings = executor_settings(table, None, time="02:00:00", partition="debug")
+    assert (settings.name, settings.partition, settings.gpus_per_task, settings.seconds) == ("slurm", "debug", 1, 7200)
+    assert executor_settings(table, "local").cluster_options == {}  # what an array element runs with

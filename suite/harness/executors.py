@@ -113,17 +113,23 @@ def check_executor_table(table) -> ExecutorSettings:
         options = {k: _check_option(k, v) for k, v in table.items() if k != "name"}
     except UsageError as err:
         raise UsageError(f"[executor]: {err}") from None
-    return _consistent(ExecutorSettings(name=name, **options), "[executor]")
+    settings = ExecutorSettings(name=name, **options)
+    if name == LocalExecutor.name:
+        _consistent(settings, "[executor]")  # its time limit may still come from --time
+    return settings
 
 
-def _consistent(settings: ExecutorSettings, where: str) -> ExecutorSettings:
-    where = f"{where}: " if where else ""
+def _consistent(settings: ExecutorSettings, where: str = "") -> ExecutorSettings:
+    """Cluster options only with a cluster executor, and a time limit for Slurm. ``where``: a study's
+    ``[executor]`` table (options named by their keys), or "" (the command line's flags)."""
+    name_of = (lambda key: key) if where else OPTION_FLAGS.get
+    prefix = f"{where}: " if where else ""
     if settings.name == LocalExecutor.name and settings.cluster_options:
-        flag = OPTION_FLAGS[next(iter(settings.cluster_options))]
-        raise UsageError(f"{where}{flag} is an option of a cluster executor ({', '.join(CLUSTER_EXECUTORS)}); "
+        option = name_of(next(iter(settings.cluster_options)))
+        raise UsageError(f"{prefix}{option} is an option of a cluster executor ({', '.join(CLUSTER_EXECUTORS)}); "
                          "the local executor runs the tasks in this process")
     if settings.name == "slurm" and settings.time is None:
-        raise UsageError(f"{where}the slurm executor needs --time HH:MM:SS (each element's time limit)")
+        raise UsageError(f"{prefix}the slurm executor needs {name_of('time')} HH:MM:SS (each element's time limit)")
     return settings
 
 
@@ -140,7 +146,7 @@ def executor_settings(study: ExecutorSettings | None, name: str | None = None, *
             raise UsageError(f"{OPTION_FLAGS[key]}: {err}") from None
     if name == LocalExecutor.name and name != base.name:  # --executor local drops the study's cluster options
         base = ExecutorSettings()
-    return _consistent(replace(base, **({"name": name} if name else {}), **given), "")
+    return _consistent(replace(base, **({"name": name} if name else {}), **given))
 
 
 EXECUTORS = {LocalExecutor.name: LocalExecutor}
