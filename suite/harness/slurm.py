@@ -226,9 +226,8 @@ def task_states(out) -> list[dict]:
         raise UsageError(f"no submissions are recorded in {out / JOBS} (lftbench run STUDY --out {out} "
                          "--executor slurm records them)")
     tasks: dict[str, dict] = {}
-    for record in records:  # later submissions win
+    for record in records:  # later submissions win; a task keeps the place it was first listed at
         for item in record["selection"]:
-            tasks.pop(item["run_id"], None)
             tasks[item["run_id"]] = {**item, "job_id": None, "log": None}
     for record in records:
         for item in record["tasks"]:
