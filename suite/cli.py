@@ -1,4 +1,4 @@
-"""The ``lftbench`` command line: list, run, report, compare, calibrate, validate, throughput.
+"""The ``lftbench`` command line: list, run, status, report, compare, calibrate, validate, throughput.
 
 A user's mistake (unknown id, bad number, unwritable folder, malformed file) prints one line
 ``lftbench: error: ...`` and exits with status 2; a task that fails while running (a fault, a
@@ -131,6 +131,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tier", action="append", choices=["quick", "standard", "large"],
                    help="run only a study's entries of this tier (repeatable)")
     _add_run_options(p)
+    group = p.add_argument_group("where the tasks run (default: the study's [executor] table, else local)")
+    group.add_argument("--executor", choices=_executor_names(),
+                       help="local: in this process; slurm: one Slurm job array through submitit, an element per "
+                            "pending task (returns once submitted; lftbench status OUT follows it); "
+                            "submitit-local: the same array as processes on this machine")
+    group.add_argument("--partition", help="Slurm partition")
+    group.add_argument("--time", help="time limit of each element, HH:MM:SS or D-HH:MM:SS (needed for slurm)")
+    group.add_argument("--gpus-per-task", type=int, dest="gpus_per_task", metavar="G", help="GPUs per element")
+    group.add_argument("--cpus-per-task", type=int, dest="cpus_per_task", metavar="C",
+                       help="CPUs per element (and its OMP_NUM_THREADS)")
+    group.add_argument("--array-parallelism", type=int, dest="array_parallelism", metavar="K",
+                       help="elements running at once")
+    group.add_argument("--wait", action="store_true",
+                       help="with a cluster executor: wait for the submitted jobs to end, then show their status")
+
+    p = sub.add_parser("status", help="per task of the studies submitted into a results folder: done, running, "
+                                      "pending, failed (with its line) or diverged, and its Slurm job id")
+    p.add_argument("results", help="results folder given to lftbench run --executor slurm")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("samplers", help="the registered samplers and their options (types, defaults), from their specs")
     p.add_argument("--markdown", action="store_true", help="as the Markdown table of the README")
@@ -214,13 +233,20 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _executor_names() -> tuple[str, ...]:
+    from suite.harness.executors import EXECUTOR_NAMES
+
+    return EXECUTOR_NAMES
+
+
 def _sampler_names() -> str:
     from suite.samplers import samplers
 
     return ", ".join(samplers())
 
 
-def _check_device(device: str) -> None:
+def _check_device(device: str, here: bool = True) -> None:
+    """A device torch knows, of a supported type, and (``here``) present on this machine."""
     import torch
 
     try:
@@ -229,7 +255,7 @@ def _check_device(device: str) -> None:
         raise UsageError(f"unknown device {device!r}; expected cpu or cuda[:N]") from None
     if dev.type not in ("cpu", "cuda"):
         raise UsageError(f"device {device!r} is not supported; expected cpu or cuda[:N]")
-    if dev.type == "cuda":
+    if dev.type == "cuda" and here:
         if not torch.cuda.is_available():
             raise UsageError("device 'cuda' requested but no CUDA device is available")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
@@ -237,8 +263,8 @@ def _check_device(device: str) -> None:
 
 
 def _tasks_of(args):
-    """(tasks, their 1-based indices in the study, the study's number of tasks) a ``run`` asks for
-    (None, None: all the tasks given, numbered in order)."""
+    """(study or None, tasks, their 1-based indices in the study or its selection, the number of
+    tasks numbered) a ``run`` asks for (indices None: all the tasks given, numbered in order)."""
     from suite.harness.study import load_study, make_task
 
     if (args.study is None) == (args.entry is None):
@@ -246,17 +272,49 @@ def _tasks_of(args):
     if args.study is None:
         if args.only or args.tier or args.task is not None:
             raise UsageError("--only, --tier and --task select part of a study; use them with a study, not --entry")
-        return [make_task(args.entry, _spec_from_args(args, args.sampler), args.seed)], None, None
+        return None, [make_task(args.entry, _spec_from_args(args, args.sampler), args.seed)], None, None
     if _given_options(args):
         raise UsageError("sampler options go in the study file; use them only with --entry")
+    study = load_study(args.study, only=args.only, tiers=args.tier)
+    tasks = study.tasks
     if args.task is not None:
-        if args.only or args.tier:
-            raise UsageError("--task addresses a task of the whole study; do not combine it with --only or --tier")
-        tasks = load_study(args.study).tasks
+        part = " after --only/--tier" if args.only or args.tier else ""
         if not 1 <= args.task <= len(tasks):
-            raise UsageError(f"--task must be in 1..{len(tasks)} (the study has {len(tasks)} tasks), got {args.task}")
-        return [tasks[args.task - 1]], [args.task], len(tasks)
-    return list(load_study(args.study, only=args.only, tiers=args.tier).tasks), None, None
+            raise UsageError(f"--task must be in 1..{len(tasks)} (the study has {len(tasks)} tasks{part}), "
+                             f"got {args.task}")
+        return study, [tasks[args.task - 1]], [args.task], len(tasks)
+    return study, list(tasks), None, None
+
+
+def _executor_of(args, study, tasks, indices, total):
+    """The executor a ``run`` asks for (None: the local one), from --executor and its options over
+    the study's [executor] table."""
+    from suite.harness.executors import OPTION_FLAGS, LocalExecutor, executor_settings
+
+    given = {key: getattr(args, key) for key in OPTION_FLAGS}
+    settings = executor_settings(study.executor if study else None, args.executor, **given)
+    if settings.name == LocalExecutor.name:
+        if args.wait:
+            raise UsageError("--wait is for a cluster executor (slurm, submitit-local); a local run waits anyway")
+        return None
+    if study is None:
+        raise UsageError(f"the {settings.name} executor submits the tasks of a study; give a study, not --entry")
+    from suite.harness.executors import IndexedTask
+    from suite.harness.runner import task_dtype, task_key
+    from suite.harness.slurm import SubmititExecutor
+
+    indices = indices or range(1, len(tasks) + 1)
+    total = total or len(tasks)
+    selection = [IndexedTask(i, total, t, task_key(t, task_dtype(t, args.dtype), args.device))
+                 for i, t in zip(indices, tasks)]
+    shipped = Path(args.study).suffix != ".toml"
+    run_args = ["--device", args.device, *(["--dtype", args.dtype] if args.dtype else []),
+                *[a for pattern in args.only or () for a in ("--only", pattern)],
+                *[a for tier in args.tier or () for a in ("--tier", tier)],
+                *(["--force"] if args.force else []), *(["--resume"] if args.resume else [])]
+    return SubmititExecutor(settings, study=args.study if shipped else str(study.path), study_name=study.name,
+                            out=Path(args.out), selection=selection, run_args=run_args,
+                            log=lambda msg: print(msg, file=sys.stderr))
 
 
 def _report_failures(outcome) -> int:
@@ -269,15 +327,56 @@ def cmd_run(args) -> int:
     from suite.harness.runner import run_tasks
     from suite.interrupts import handle_signals
 
-    tasks, indices, total = _tasks_of(args)
-    _check_device(args.device)
+    study, tasks, indices, total = _tasks_of(args)
+    executor = _executor_of(args, study, tasks, indices, total)
+    _check_device(args.device, here=executor is None)  # an array element checks on its node
     with handle_signals():
         outcome = run_tasks(tasks, args.out, device=args.device, dtype=args.dtype, force=args.force,
-                            resume=args.resume, indices=indices, total=total,
+                            resume=args.resume, indices=indices, total=total, executor=executor,
                             log=lambda msg: print(msg, file=sys.stderr))
+    if executor is not None:
+        return _submitted(executor, args)
     for row in outcome.rows:
         print(_row_summary(row))
     return _report_failures(outcome)
+
+
+def _submitted(executor, args) -> int:
+    record = executor.record
+    if record is None:
+        return 0
+    print(f"submitted job {record['job_id']} ({executor.name}): {len(record['tasks'])} tasks "
+          f"({', '.join(str(t['index']) for t in record['tasks'])}); lftbench status {args.out} follows them")
+    if not args.wait:
+        return 0
+    executor.wait()
+    from suite.harness.slurm import task_states
+
+    states = task_states(args.out)
+    _print_states(states)
+    return EXIT_FAILED if any(s["state"] == "failed" for s in states) else 0
+
+
+def _print_states(states) -> None:
+    width = max(len(f"[{s['index']}/{s['total']}] {s['task']}") for s in states)
+    for s in states:
+        where = f"[{s['index']}/{s['total']}] {s['task']}"
+        job = f"job {s['job_id']}" if s["job_id"] else "not submitted"
+        print(f"{where:<{width}}  {s['state']:<8}  {job}" + (f": {s['line']}" if s["line"] else ""))
+    counts = {state: sum(s["state"] == state for s in states) for state in ("done", "running", "pending",
+                                                                             "failed", "diverged")}
+    print(f"{len(states)} tasks: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
+
+
+def cmd_status(args) -> int:
+    from suite.harness.slurm import task_states
+
+    states = task_states(args.results)
+    if args.json:
+        print(json.dumps(states, indent=1))
+    else:
+        _print_states(states)
+    return 0
 
 
 def _row_summary(row) -> str:
@@ -467,7 +566,7 @@ def cmd_throughput(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "samplers": cmd_samplers, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
+COMMANDS = {"list": cmd_list, "samplers": cmd_samplers, "run": cmd_run, "status": cmd_status, "report": cmd_report, "compare": cmd_compare,
             "calibrate": cmd_calibrate, "references": cmd_references,
             "validate": cmd_validate, "throughput": cmd_throughput}
 

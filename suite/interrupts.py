@@ -1,7 +1,8 @@
 """SIGINT and SIGTERM as `suite.errors.Interrupted`, raised where a run can stop cleanly.
 
 `handle_signals` installs handlers for the duration of a run (SIGTERM is what Slurm sends before
-it kills or requeues a job). Outside a `deferred` block a signal raises `Interrupted` at once;
+it kills or requeues a job; a Slurm job element adds the signal submitit asks Slurm to send before
+its time runs out, SIGUSR2, and requeues itself once the run stopped: `suite.harness.slurm`). Outside a `deferred` block a signal raises `Interrupted` at once;
 inside one (a training loop) it is remembered and raised by `raise_if_pending` at the next step
 boundary, so that the checkpoint written on the way out matches the steps taken.
 """
@@ -25,10 +26,11 @@ def _handler(signum, frame):
 
 
 @contextlib.contextmanager
-def handle_signals():
-    """Turn SIGINT and SIGTERM into `Interrupted` inside the block (main thread only)."""
+def handle_signals(extra=()):
+    """Turn SIGINT, SIGTERM and the ``extra`` signals into `Interrupted` inside the block (main
+    thread only); the previous handlers are restored after it."""
     try:
-        previous = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM, *extra)}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return

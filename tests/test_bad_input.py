@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import shutil
+import sys
 import textwrap
 from pathlib import Path
 
@@ -131,6 +132,19 @@ def _setup(case: str, tmp: Path, monkeypatch) -> None:
         (tmp / "study.toml").write_text('[[task]]\nentries = ["phi4/free/L8"]\nsampler = {name = "hmc", chains = 2, '
                                         'n_traj = 10, n_therm = 5}\nseeds = [7]\n[[task]]\nentries = ["phi4/free/L8"]'
                                         '\nsampler = {name = "flow", model = "affine", hparams = {n_layres = 2}}\n')
+    elif case in ("study", "executor-table", "executor-table-key", "executor-table-name", "executor-table-local"):
+        table = {"study": "", "executor-table": '[executor]\nname = "slurm"\ntime = "90 minutes"\n',
+                 "executor-table-key": '[executor]\nname = "slurm"\nqueue = "gpu"\n',
+                 "executor-table-name": '[executor]\nname = "pbs"\n',
+                 "executor-table-local": '[executor]\npartition = "gpu"\n'}[case]
+        (tmp / "study.toml").write_text(table + '[[task]]\nentries = ["phi4/free/L8"]\n'
+                                        'sampler = {name = "hmc", chains = 2, n_traj = 10, n_therm = 5}\n')
+    elif case == "no-submitit":
+        _setup("study", tmp, monkeypatch)
+        monkeypatch.setitem(sys.modules, "submitit", None)  # what an environment without it gives: ImportError
+    elif case == "no-sbatch":
+        _setup("study", tmp, monkeypatch)
+        monkeypatch.setenv("PATH", str(tmp / "empty"))
     elif case == "unknown-study-key":
         (tmp / "study.toml").write_text('nmae = "typo"\n[[task]]\nentries = ["phi4/free/L8"]\n'
                                         'sampler = {name = "hmc"}\n')
@@ -227,6 +241,34 @@ CASES = [
     ("hparam-bound-negative", ["run", *FLOW, "--model", "spline", "--hparams", '{"bound": -1}'], 2, "bound", None),
     ("hparam-hidden-negative", ["run", *FLOW, "--hparams", '{"hidden": [-1]}'], 2, "hidden", None),
     ("bad-last-task", ["run", "{tmp}/study.toml"], 2, "task 2", "bad-last-task"),
+    ("executor-unknown", ["run", "{tmp}/study.toml", "--executor", "pbs"], 2, "invalid choice: 'pbs'", "study"),
+    ("executor-bad-time", ["run", "{tmp}/study.toml", "--executor", "slurm", "--time", "1h"], 2,
+     "--time: time must be HH:MM:SS", "study"),
+    ("executor-bad-seconds", ["run", "{tmp}/study.toml", "--executor", "slurm", "--time", "00:00:61"], 2,
+     "time must be HH:MM:SS", "study"),
+    ("executor-zero-time", ["run", "{tmp}/study.toml", "--executor", "slurm", "--time", "00:00:00"], 2,
+     "more than 00:00:00", "study"),
+    ("executor-no-time", ["run", "{tmp}/study.toml", "--executor", "slurm"], 2, "needs --time", "study"),
+    ("partition-without-slurm", ["run", "{tmp}/study.toml", "--partition", "gpu"], 2,
+     "--partition is an option of a cluster executor", "study"),
+    ("gpus-negative", ["run", "{tmp}/study.toml", "--executor", "submitit-local", "--gpus-per-task", "-1"], 2,
+     "gpus_per_task must be an integer >= 0", "study"),
+    ("parallelism-zero", ["run", "{tmp}/study.toml", "--executor", "submitit-local", "--array-parallelism", "0"], 2,
+     "array_parallelism must be an integer >= 1", "study"),
+    ("wait-local", ["run", "{tmp}/study.toml", "--wait"], 2, "--wait is for a cluster executor", "study"),
+    ("executor-with-entry", ["run", *ENTRY, *TINY, "--executor", "submitit-local"], 2, "give a study, not --entry",
+     None),
+    ("no-submitit", ["run", "{tmp}/study.toml", "--executor", "submitit-local"], 2, "need submitit", "no-submitit"),
+    ("no-sbatch", ["run", "{tmp}/study.toml", "--executor", "slurm", "--time", "01:00:00"], 2,
+     "sbatch, which is not on this machine's PATH", "no-sbatch"),
+    ("executor-table-time", ["run", "{tmp}/study.toml"], 2, "[executor]: time must be HH:MM:SS", "executor-table"),
+    ("executor-table-key", ["run", "{tmp}/study.toml"], 2, "[executor]: unknown field 'queue'", "executor-table-key"),
+    ("executor-table-name", ["run", "{tmp}/study.toml"], 2, "unknown executor 'pbs'", "executor-table-name"),
+    ("executor-table-local", ["run", "{tmp}/study.toml"], 2, "[executor]: partition is an option", "executor-table-local"),
+    ("status-no-jobs", ["status", "{tmp}/results"], 2, "no submissions are recorded", None),
+    ("status-no-folder", ["status", "{tmp}/nowhere"], 2, "does not exist", None),
+    ("task-after-only", ["run", "{tmp}/study.toml", "--only", "phi4/*", "--task", "2"], 2,
+     "the study has 1 tasks after --only/--tier", "study"),
     # faults: one line naming the task and the phase, exit status 1
     ("full-disk", ["run", *ENTRY, *TINY, "--seed", "1"], 1, "could not write a row", "full-disk"),
     ("full-disk-chains", ["run", *ENTRY, *TINY, "--seed", "1"], 1, "failed while writing chains.npz",

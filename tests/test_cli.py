@@ -111,12 +111,15 @@ def test_a_failed_task_keeps_earlier_rows_the_study_goes_on_and_torn_lines_are_i
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lftbench: error")]
     assert errors == ["lftbench: error: phi4/free/L8 hmc seed 1: failed during sampling: RuntimeError: simulated crash"]
     assert [r.seed for r in read_rows(out)] == [0, 2]
-    assert not any((out / "runs").glob("*-s1-*"))  # no empty folder left by the failed task
+    (failed,) = (out / "runs").glob("*-s1-*")  # the failed task's folder keeps only its line, for lftbench status
+    assert [p.name for p in failed.iterdir()] == ["failure.txt"]
+    assert (failed / "failure.txt").read_text() == errors[0].removeprefix("lftbench: error: ") + "\n"
     with open(out / RESULTS_FILE, "a") as f:
         f.write('{"run_id": "torn')  # a crash in the middle of a write
     monkeypatch.setattr(HMC, "run", real)
     assert main(["run", str(study), "--out", str(out)]) == 0  # resumes: only seed 1 runs
     assert sorted(r.seed for r in read_rows(out)) == [0, 1, 2]
+    assert not (failed / "failure.txt").exists()  # removed when the task ran again
 
 
 def test_validate_passes_on_free_field(tmp_path, capsys, monkeypatch):

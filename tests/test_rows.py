@@ -50,6 +50,30 @@ def test_a_failed_write_leaves_the_file_as_it_was(tmp_path, monkeypatch):
         write_row(tmp_path, result_row(run_id="b"))
     monkeypatch.undo()
     assert (tmp_path / RESULTS_FILE).read_bytes() == before
+    assert not (tmp_path / "runs" / "b" / "row.json").exists()
+    real_write = rowio.os.write
+    monkeypatch.setattr(rowio.os, "write", lambda fd, data: real_write(fd, data[:3]))  # the index's append fails
+    with pytest.raises(rowio.RowWriteError, match="only 3 of"):
+        write_row(tmp_path, result_row(run_id="b"))
+    monkeypatch.undo()
+    assert (tmp_path / RESULTS_FILE).read_bytes() == before and not (tmp_path / "runs" / "b" / "row.json").exists()
+    assert [r.run_id for r in read_rows(tmp_path)] == ["a"]
+
+
+def test_rows_from_many_hosts_are_read_from_their_run_folders_when_the_index_lost_them(tmp_path, capsys):
+    """results.jsonl is the merged index, runs/<run_id>/row.json the record (what NFS keeps atomic)."""
+    for run_id in ("a", "b", "c"):
+        write_row(tmp_path, result_row(run_id=run_id, seed=1))
+    assert all((tmp_path / "runs" / k / "row.json").is_file() for k in "abc")
+    lines = (tmp_path / RESULTS_FILE).read_text().splitlines()
+    (tmp_path / RESULTS_FILE).write_text(lines[0] + "\n" + lines[1][:40] + lines[2][30:] + "\n")  # torn by two hosts
+    found = read_rows(tmp_path)
+    assert [r.run_id for r in found] == ["a", "b", "c"] and "line 2: not valid JSON" in capsys.readouterr().err
+    rowio._replace_file(tmp_path / "runs" / "a" / "row.json", rowio.encode(result_row(run_id="a", seed=5).to_dict()))
+    assert read_rows(tmp_path)[0].seed == 5  # the run folder's copy wins
+    (tmp_path / "runs" / "c" / "row.json").write_text(rowio.encode(result_row(run_id="x").to_dict()))
+    assert [r.run_id for r in read_rows(tmp_path)] == ["a", "b"] and "not of its folder" in capsys.readouterr().err
+    assert rowio.done_run_ids(tmp_path) == {"a", "b"}
 
 
 @pytest.mark.parametrize("line, reason", [

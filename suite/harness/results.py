@@ -60,6 +60,8 @@ def provenance() -> dict:
         "torch_threads": torch.get_num_threads(),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_array_element": (f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
+                                if os.environ.get("SLURM_ARRAY_JOB_ID") else None),  # as lftbench status names it
     }
 
 

@@ -2,20 +2,32 @@
 
 A results folder holds ``results.jsonl`` — one JSON object per line: `ResultRow` records of tasks,
 and records of other kinds (``kind = "throughput"``, `read_records`) — and ``runs/<run_id>/`` with
-each task's artifacts, whose paths (relative to the folder) the row records.
+each task's artifacts, whose paths (relative to the folder) the row records, and the task's own
+copy of its row, ``runs/<run_id>/row.json``.
 
 Guarantees:
 
 * **Strict JSON.** NaN and ±inf are written as ``null`` and the row's ``nonfinite`` list names
   each such field and its value (``[["observables", "creutz_3_3", "value"], "nan"]``); reading
   restores them. Every line parses with any JSON parser (JavaScript's ``JSON.parse`` included).
-* **Complete or not at all.** A record is written with one ``write`` under the folder's lock; the
-  byte count is checked, the file synced and the bytes read back; on any failure the file is cut
-  back to its previous length and `RowWriteError` is raised (nothing half-written remains).
+* **Complete or not at all.** A row is first written to ``runs/<run_id>/row.json`` (a temporary
+  file with a name unique across hosts, synced, renamed into place), then appended to
+  ``results.jsonl`` with one ``write`` under the folder's lock; the byte count is checked, the
+  file synced and the bytes read back; on any failure the file is cut back to its previous
+  length, ``row.json`` is removed again and `RowWriteError` is raised (nothing half-written remains).
 * **One row per run_id.** Writing a row whose ``run_id`` is present replaces the old row: the
   file is rewritten to a temporary file, synced and renamed into place, so a crash leaves either
   the old or the new file. Readers of folders written before this rule keep the last of equal
   run_ids and say so.
+* **Rows from many hosts.** `read_rows` merges ``results.jsonl`` with the ``row.json`` files:
+  a row found only in its run folder is read too, and where both hold a run_id the run folder's
+  copy wins (it is replaced by one atomic rename, which a shared file system such as NFS keeps
+  atomic). So ``results.jsonl`` is the merged index; the run folders are the record. This is what
+  Slurm job arrays writing into one folder rely on: NFS emulates ``flock`` with POSIX locks (Linux
+  ≥ 2.6.12), which needs a working lock daemon (and no ``local_lock`` mount option), and
+  ``O_APPEND`` is not atomic across NFS clients — where locks are not honoured, lines of
+  ``results.jsonl`` written at once from two hosts can tear, the readers skip and name them, and
+  every row is still read from its ``row.json``.
 * **Readers skip what is not a row** — a torn last line, ``{}``, ``null``, ``[1, 2]``, a dict
   missing required fields — and name each skipped line (``on_skip``; by default a warning on
   standard error).
@@ -23,8 +35,10 @@ Guarantees:
   typed rows): they load, upgraded (`_upgrade_v1`; the sampler plugin adds artifact paths schema 1
   did not record).
 
-Locks are ``fcntl.flock`` on files under ``.locks/``: honoured by local file systems; on NFS
-``flock`` is emulated with POSIX locks (Linux ≥ 2.6.12), which needs a working lock daemon.
+Locks are ``fcntl.flock`` on files under ``.locks/`` (`task_lock`, `folder_lock`) and `file_lock`
+elsewhere (a shared pretraining): honoured by local file systems; on NFS ``flock`` is emulated
+with POSIX locks, which needs a working lock daemon. A task's exclusivity on a cluster does not
+rest on them alone: a job array runs each task in exactly one element.
 """
 
 from __future__ import annotations
@@ -35,6 +49,8 @@ import fcntl
 import json
 import math
 import os
+import re
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +60,7 @@ from suite.errors import TaskFailure, UsageError
 
 SCHEMA_VERSION = 2
 RESULTS_FILE = "results.jsonl"
+ROW_FILE = "row.json"  # a task's own copy of its row, in runs/<run_id>/
 LOCKS = ".locks"
 REQUIRED = ("run_id", "entry", "theory", "lattice", "sampler", "seed", "device", "dtype")
 
@@ -213,6 +230,20 @@ def task_lock(folder: Path, run_id: str):
     return _flock(Path(folder) / LOCKS / f"{run_id}.lock", blocking=False)
 
 
+def task_running(folder: Path, run_id: str) -> bool:
+    """Whether another process holds the task's lock now (it is running)."""
+    path = Path(folder) / LOCKS / f"{run_id}.lock"
+    if not path.exists():
+        return False
+    with _flock(path, blocking=False) as mine:
+        return not mine
+
+
+def file_lock(path: Path):
+    """An exclusive lock on ``path`` (created if needed), waiting for it."""
+    return _flock(Path(path))
+
+
 # -- reading --------------------------------------------------------------------------------------
 
 def _warn(path: Path, line_no: int, reason: str) -> None:
@@ -244,9 +275,16 @@ def read_records(folder, kind: str) -> list[dict]:
     return found
 
 
+def _row_files(folder: Path) -> list[Path]:
+    runs = folder / "runs"
+    return sorted(runs.glob(f"*/{ROW_FILE}")) if runs.is_dir() else []
+
+
 def read_rows(folder, on_skip: Callable[[Path, int, str], None] | None = _warn) -> list[ResultRow]:
-    """The result rows of a folder, in file order; lines that are not rows are skipped and named
-    through ``on_skip(path, line number, reason)`` (None: silently). Of equal run_ids the last is kept."""
+    """The result rows of a folder: those of ``results.jsonl`` in file order, then those found only
+    in run folders (``runs/*/row.json``, by name); a run folder's copy replaces the line of the
+    same run_id. Lines and files that are not rows are skipped and named through
+    ``on_skip(path, line number, reason)`` (None: silently). Of equal run_ids in the file the last is kept."""
     folder = Path(folder)
     path = folder / RESULTS_FILE
     rows: dict[str, ResultRow] = {}
@@ -272,6 +310,22 @@ def read_rows(folder, on_skip: Callable[[Path, int, str], None] | None = _warn) 
                 on_skip(path, number, f"run_id {row.run_id} appears again; the later row is kept")
             del rows[row.run_id]
         rows[row.run_id] = row
+    for own in _row_files(folder):
+        try:
+            row = ResultRow.from_dict(decode(own.read_text(encoding="utf-8")), folder=folder)
+        except OSError as err:
+            if on_skip:
+                on_skip(own, 1, f"cannot be read ({err.strerror})")
+            continue
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as err:
+            if on_skip:
+                on_skip(own, 1, f"not a result row ({err})")
+            continue
+        if row.run_id != own.parent.name:
+            if on_skip:
+                on_skip(own, 1, f"holds the row of run_id {row.run_id}, not of its folder")
+            continue
+        rows[row.run_id] = row  # replaces the index's line in place, or is added at the end
     return list(rows.values())
 
 
@@ -322,7 +376,7 @@ def append_record(folder, record: dict) -> None:
 
 
 def _replace_file(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
             f.write(text)
@@ -335,18 +389,45 @@ def _replace_file(path: Path, text: str) -> None:
         raise _fail(path, err) from None
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+
+
+def row_file(folder, run_id: str) -> Path | None:
+    """``runs/<run_id>/row.json`` of a folder (None for a run_id that is no plain file name)."""
+    return Path(folder) / "runs" / run_id / ROW_FILE if _PLAIN_NAME.fullmatch(run_id) else None
+
+
 def write_row(folder, row: ResultRow) -> None:
-    """Write a row into ``folder/results.jsonl``: appended, or replacing the row of the same run_id."""
+    """Write a row into ``folder/runs/<run_id>/row.json`` and ``folder/results.jsonl`` (appended,
+    or replacing the row of the same run_id); on failure neither holds it (see the module docstring)."""
     folder = Path(folder)
     path = folder / RESULTS_FILE
     line = encode(row.to_dict())
-    with folder_lock(folder):
-        lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines() if path.exists() else []
-        kept = [old for old in lines if not _is_run(old, row.run_id)]
-        if len(kept) == len(lines):
-            _append_verified(path, line.encode("utf-8"))
-            return
-        _replace_file(path, "".join(old + "\n" for old in kept) + line)
+    own = row_file(folder, row.run_id)
+    previous = None
+    if own is not None:
+        try:
+            own.parent.mkdir(parents=True, exist_ok=True)
+            previous = own.read_text(encoding="utf-8") if own.exists() else None
+        except OSError as err:
+            raise _fail(own, err) from None
+        _replace_file(own, line)
+    try:
+        with folder_lock(folder):
+            lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines() if path.exists() else []
+            kept = [old for old in lines if not _is_run(old, row.run_id)]
+            if len(kept) == len(lines):
+                _append_verified(path, line.encode("utf-8"))
+                return
+            _replace_file(path, "".join(old + "\n" for old in kept) + line)
+    except BaseException:
+        if own is not None:
+            with contextlib.suppress(OSError, RowWriteError):
+                if previous is None:
+                    own.unlink()
+                else:
+                    _replace_file(own, previous)
+        raise
 
 
 def _is_run(line: str, run_id: str) -> bool:

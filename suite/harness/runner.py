@@ -7,7 +7,8 @@ resumes where it stopped; ``force`` runs it again and its new row replaces the o
 Each task holds a lock while it runs (`suite.harness.rows.task_lock`): two processes running the
 same study into one folder share the work — each skips the tasks the other holds — and never
 write the same task twice. Artifacts are written to unique temporary names and renamed into
-place; a task that fails leaves no row, and no empty ``runs/<key>/`` folder.
+place; a task that fails leaves no row, and in ``runs/<key>/failure.txt`` its one-line failure
+(which ``lftbench status`` shows; removed when the task runs again).
 
 Outcomes per task: ``ok`` (row written), ``diverged`` (training diverged: a row with status
 ``diverged`` and its training curve; the study goes on), ``failed`` (a fault, reported in one line
@@ -41,6 +42,7 @@ LATER_OPTIONS = {"pretrain": {}}
 ARTIFACTS = {"chains": "chains.npz", "training": "training.csv", "model": "model.pt", "checkpoint": "checkpoint.pt"}
 OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "cannot allocate memory")  # torch's messages
 RESUMABLE = "checkpoint.pt"  # a run folder with this file and no row is an interrupted training
+FAILURE = "failure.txt"  # a run folder with this file and no row is a failed task; it holds the line
 
 
 def task_key(task: Task, dtype: str, device: str) -> str:
@@ -59,6 +61,24 @@ def task_dtype(task: Task, dtype: str | None) -> str:
 
 def describe_task(task: Task) -> str:
     return f"{task.entry_id} {task.sampler['name']} seed {task.seed}"
+
+
+def record_failure(out: Path, key: str, message: str) -> None:
+    """Keep a failed task's one-line message in ``runs/<key>/failure.txt`` (replaced atomically)."""
+    path = Path(out) / "runs" / key / FAILURE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rowio._replace_file(path, message.strip().splitlines()[0] + "\n" if message.strip() else "\n")
+    except (OSError, rowio.RowWriteError):
+        pass  # the failure is still reported on standard error
+
+
+def recorded_failure(out: Path, key: str) -> str | None:
+    """The one-line message of a task's last failure, or None."""
+    try:
+        return (Path(out) / "runs" / key / FAILURE).read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
 
 
 def _relative(path: Path, out: Path) -> str:
@@ -180,7 +200,7 @@ def run_tasks(tasks, out, *, device="cpu", dtype=None, force=False, resume=False
         if task_key(task, task_dtype(task, dtype), device) in done and not force:
             log(f"{where}: already done, skipped")
             continue
-        pending.append(IndexedTask(index, total, task))
+        pending.append(IndexedTask(index, total, task, task_key(task, task_dtype(task, dtype), device)))
 
     def run_one(item: IndexedTask) -> None:
         task = item.task
@@ -195,12 +215,17 @@ def run_tasks(tasks, out, *, device="cpu", dtype=None, force=False, resume=False
                 log(f"{where}: already done, skipped")
                 return
             log(f"{where}: running")
+            (out / "runs" / key / FAILURE).unlink(missing_ok=True)
             try:
                 row = run_task(task, out, device=device, dtype=dtype, resume=resume, force=force, progress=progress)
             except rowio.RowWriteError:
                 raise
+            except UsageError as err:  # e.g. an interrupted task run without --resume
+                record_failure(out, key, f"{describe_task(task)}: {err}")
+                raise
             except TaskFailure as err:  # reported once, by the caller
                 outcome.failed.append((task, f"{describe_task(task)}: {err}"))
+                record_failure(out, key, f"{describe_task(task)}: {err}")
                 return
             if not row.ok:
                 log(f"{where}: {row.status}: {row.message}")

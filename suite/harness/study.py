@@ -8,6 +8,16 @@
     sampler = { name = "hmc", chains = 16, n_therm = 200, n_traj = 1000 }
     seeds = [0]
 
+An optional ``[executor]`` table says where the tasks run (`suite.harness.executors`), e.g.
+
+    [executor]
+    name = "slurm"
+    partition = "gpu"
+    time = "04:00:00"
+    gpus_per_task = 1
+    cpus_per_task = 8
+    array_parallelism = 16
+
 Shipped studies live in ``suite/studies/NAME.toml``; a study is named by NAME or by a path.
 A study can be run in part: ``only`` keeps the entries matching shell-style patterns
 (``phi4/xi4*/*``), ``tiers`` those of the given catalogue tiers; only the kept tasks are checked,
@@ -19,7 +29,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from suite.catalogue import TIERS, get_entry, load_catalogue
@@ -31,7 +41,7 @@ STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
 
 
 MAX_SEED = 2**63 - 2  # torch and numpy take 64-bit seeds; forward-kl's ensemble uses seed + 1
-STUDY_KEYS = ("name", "description", "task")
+STUDY_KEYS = ("name", "description", "task", "executor")
 TASK_KEYS = ("entries", "sampler", "seeds")
 
 
@@ -65,6 +75,8 @@ class Study:
     name: str
     description: str
     tasks: tuple[Task, ...]
+    executor: object = None  # `suite.harness.executors.ExecutorSettings` of its [executor] table, or None
+    path: Path | None = field(default=None, compare=False)  # the file it was read from
 
 
 def shipped_studies() -> list[str]:
@@ -104,6 +116,14 @@ def load_study(name_or_path: str, only: list[str] | None = None, tiers: list[str
     unknown = sorted(set(data) - set(STUDY_KEYS))
     if unknown:
         raise UsageError(f"study {path.name}: unknown field {unknown[0]!r}; fields: {', '.join(STUDY_KEYS)}")
+    executor = None
+    if "executor" in data:
+        from suite.harness.executors import check_executor_table
+
+        try:
+            executor = check_executor_table(data["executor"])
+        except UsageError as err:
+            raise UsageError(f"study {path.name}: {err}") from None
     raw_tasks = data.get("task")
     if not isinstance(raw_tasks, list) or not raw_tasks:
         raise UsageError(f"study {path.name}: needs at least one [[task]]")
@@ -133,4 +153,4 @@ def load_study(name_or_path: str, only: list[str] | None = None, tiers: list[str
     for task in tasks:
         unique.setdefault((task.entry_id, json.dumps(task.sampler, sort_keys=True), task.seed), task)
     return Study(name=data.get("name", path.stem), description=data.get("description", ""),
-                 tasks=tuple(unique.values()))
+                 tasks=tuple(unique.values()), executor=executor, path=path.resolve())

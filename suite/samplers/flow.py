@@ -19,7 +19,9 @@ lattice and trains on for the task's own budget (which may then be zero: the tra
 used as it is). This works for models whose parameters do not depend on the lattice size
 (convolutional conditioners). The pretrained flow is stored once per results folder under
 ``pretrain/<key>/`` (recorded in the row's artifacts as ``pretrain_training``,
-``pretrain_model`` and ``pretrain_checkpoint``) and shared by every task that asks for the same pretraining. The training
+``pretrain_model`` and ``pretrain_checkpoint``) and shared by every task that asks for the same pretraining;
+it is computed once, under a lock in its folder (``pretrain/<key>/.lock``), even when several
+processes or Slurm jobs ask for it at once: the others wait, then reuse it. The training
 summary's ``steps`` are those on the entry's lattice; its ``seconds`` and ``cpu_seconds`` include the
 pretraining, which is also given on its own under ``pretrain``.
 
@@ -103,6 +105,8 @@ class FlowSpec:
         return Budget(steps=self.budget_steps or None, seconds=self.budget_seconds or None,
                       target_ess=self.target_ess or None)
 
+
+PRETRAIN_LOCK = ".lock"  # in pretrain/<key>/: held while the shared pretraining trains
 
 TRAINED = ("model", "hparams", "objective", "batch_size", "lr", "schedule", "weight_decay", "clip_grad", "ensemble",
            "pretrain")  # what a pretraining trains: its key leaves out the task's own budget and sampling options
@@ -288,9 +292,15 @@ class Flow(Sampler):
             differ = sorted(k for k in target.keys() | source.keys() if target.get(k) != source.get(k))
             raise UsageError(f"model {spec.model!r} cannot be pretrained on another lattice: its parameter "
                              f"{differ[0]!r} depends on the lattice size")
-        log = self._train(spec, small, theory, Budget(steps=spec.pretrain.budget_steps), folder, context,
-                          resume=True)
-        atomic_save(small.state_dict(), folder / "model.pt")
+        # Tasks sharing a pretraining (other entries, other processes or Slurm jobs) take its folder's
+        # lock: one trains, the others wait and then find its checkpoint at the budget and reuse it.
+        from suite.harness.rows import file_lock
+
+        folder.mkdir(parents=True, exist_ok=True)
+        with file_lock(folder / PRETRAIN_LOCK):
+            log = self._train(spec, small, theory, Budget(steps=spec.pretrain.budget_steps), folder, context,
+                              resume=True)
+            atomic_save(small.state_dict(), folder / "model.pt")
         model.load_state_dict(small.state_dict())
         return {"L": spec.pretrain.L, **log.totals()}
 
