@@ -59,7 +59,6 @@ def solid_angle(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tens
 def fourier_mode_power(x: torch.Tensor, lattice: tuple[int, ...]) -> torch.Tensor:
     """(1/d) Σ_μ Σ_components |Σ_x x_x e^{i 2π x_μ/L_μ}|² for a field ``(B, *lattice, *internal)``, shape (B,)."""
     d = len(lattice)
-    internal = tuple(range(1 + d, x.dim()))
     total = None
     for mu in range(d):
         other = tuple(a for a in range(1, 1 + d) if a != 1 + mu)
