@@ -1,7 +1,8 @@
 """The sampler registry: every sampler is a plugin module here registering a `Sampler`.
 
-``hmc`` (Hybrid Monte Carlo), ``flow`` (a trained model's independent samples, reweighted) and
-``flow-mh`` (an independence Metropolis chain with the model as proposal) ship with the suite. A
+``hmc`` (Hybrid Monte Carlo), ``flow`` (a trained model's independent samples, reweighted),
+``flow-mh`` (an independence Metropolis chain with the model as proposal) and ``ais`` (annealed
+importance sampling from the prior) ship with the suite. A
 new sampler is one module that subclasses `Sampler`, declares its spec dataclass and calls
 `register`; the CLI options, the study schema, report tables and ``compare`` follow from it.
 
@@ -20,7 +21,7 @@ from suite.errors import UsageError
 from suite.samplers import spec as _spec
 from suite.samplers.base import RunContext, Sampler
 
-SHIPPED = ("suite.samplers.hmc", "suite.samplers.flow")
+SHIPPED = ("suite.samplers.hmc", "suite.samplers.flow", "suite.samplers.ais")
 _REGISTRY: dict[str, Sampler] = {}
 
 
