@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -210,3 +211,23 @@ def test_ais_log_z_pulls_over_seeds_on_free_L8():
     pulls = np.array(pulls)
     assert np.abs(pulls).max() < 4, pulls
     assert abs(pulls.mean()) < 4 / math.sqrt(len(pulls)) and 0.4 < pulls.std(ddof=1) < 1.8, pulls
+
+
+def test_scaling_section_takes_ais_rows_without_training(tmp_path):
+    """AIS rows (no training) sit in the cost-vs-ξ part beside HMC, their training cost zero."""
+    from test_report_scaling import XI, row
+
+    from suite.report.scaling import scaling_section
+
+    rows = [row(e, int(e.rsplit("L", 1)[1]), "hmc", tmp_path, tau=1.5 * xi**2, xi=xi) for e, xi in XI.items()]
+    for e, xi in XI.items():
+        ais = row(e, int(e.rsplit("L", 1)[1]), "flow", tmp_path, ess=0.3, reach_step=100, xi=xi)
+        ais.sampler = {"name": "ais", "n_samples": 4096, "n_temperatures": 100, "schedule_power": 2.0,
+                       "n_leapfrog": 5, "step_size": 0.2, "batch": 1024}
+        ais.training, ais.artifacts = None, {}
+        rows.append(ais)
+    (tmp_path / "figures").mkdir()
+    text = "\n".join(scaling_section(rows, tmp_path, target_ess=0.1, n_independent=1e4))
+    assert "break-even N" in text
+    table = pd.read_csv(tmp_path / "tables" / "break-even.csv")
+    assert table.astype(str).apply(lambda c: c.str.contains("ais, 100 temperatures")).any().any()
