@@ -20,7 +20,7 @@ class Chain:
     observables: dict[str, np.ndarray]
     accepted: np.ndarray | None = None       # (R, N) bool: Metropolis decisions
     delta_h: np.ndarray | None = None        # (R, N) HMC energy violation H_new − H_old
-    log_weights: np.ndarray | None = None    # (R, N) log p̃ − log q for flow samples
+    log_weights: np.ndarray | None = None    # (R, N) −S − log q of importance samples (flow, ais), q normalised
     timings: dict[str, float] = field(default_factory=dict)   # seconds
     info: dict = field(default_factory=dict)  # sampler settings actually used (step size, ...)
 

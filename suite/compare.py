@@ -93,6 +93,7 @@ def leaderboard(rows: list[dict], *, by: str = "model", target_ess: float = 0.5,
             label = f"{label} [{first.plugin.budget_label(first.sampler)}]"
         frame = pd.DataFrame.from_records([{k: v for k, v in r.items() if k != "row"} for r in records])
         out = {"entry": entry, "contender": label, "baseline": first.plugin.baseline,
+               "trained": first.plugin.trained,
                "reference": first.plugin.is_reference(first.sampler), "runs": len(records),
                "observable": records[0]["observable"],
                "train_steps": frame.train_steps.mean(), "train_seconds": frame.train_seconds.mean()}
@@ -122,7 +123,7 @@ def leaderboard(rows: list[dict], *, by: str = "model", target_ess: float = 0.5,
             value, error = math.nan, math.nan
         n_star.append(value)
         n_star_error.append(error)
-    reference_flows = board[board.reference & ~board.baseline]
+    reference_flows = board[board.reference & board.trained]
     best = reference_flows.groupby("entry").cost_amortised.min()
     board = board.assign(vs_hmc=vs, break_even_n=n_star, break_even_n_error=n_star_error,
                          vs_best_reference_flow=board.cost_amortised / board.entry.map(best))

@@ -1,8 +1,9 @@
 """Using a trained model's samples: direct sampling with reweighting (``flow``) and the
 independence Metropolis-Hastings chain with the model as proposal (``flow-mh``).
 
-Log-weights are log w = −S(x) − log q(x) (unnormalised: log Z is unknown); the action and the
-observables are evaluated in float64 (complex128 for complex fields) whatever the model's dtype.
+Log-weights are log w = −S(x) − log q(x), with log q the model's normalised log density, so that
+their mean estimates Z = ∫ e^{−S} (log Z in `suite.metrics`); the action and the observables are
+evaluated in float64 (complex128 for complex fields) whatever the model's dtype.
 """
 
 from __future__ import annotations

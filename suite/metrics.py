@@ -5,6 +5,15 @@ ESS first reaches it (`time_to_target`).
 
 Cost per independent sample of an observable = (wall seconds per measured configuration)
 × 2 τ_int, i.e. seconds per effectively independent measurement.
+
+log Z of importance samplers (``flow``, ``flow-mh``'s proposals, ``ais``: every chain with
+``log_weights``): the log-weights are normalised, log w = −S − log q with q the normalised density
+of the samples w.r.t. the field space's volume measure (Lebesgue measure on R^n and on (−π, π]^n;
+`suite.fields`), so log Z = log mean w with Z = ∫ e^{−S} over that measure, and the delta-method
+error (`suite.stats.log_mean_weight`). It is recorded twice: in the metrics
+(``metrics["log_z"]``) and, so that an exact solver's ``log_z`` (same convention) becomes a
+reference with a pull by name like any observable, as the estimate ``log_z`` among the
+observables (τ_int ½: the weights are independent draws, also the proposals of ``flow-mh``).
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ def estimate_observables(chain: Chain, theory, seconds_per_config: float | None 
     construction, and the cost per independent sample is seconds per sample / ESS.
     """
     if chain.log_weights is not None and chain.accepted is None:
-        return _reweighted_estimates(chain, theory, seconds_per_config)
+        return {**_reweighted_estimates(chain, theory, seconds_per_config), **_log_z_estimate(chain)}
     estimates = {name: _summary(stats.gamma_method(data), seconds_per_config)
                  for name, data in chain.observables.items()}
     for name, derived in theory.derived_quantities().items():
@@ -57,7 +66,17 @@ def estimate_observables(chain: Chain, theory, seconds_per_config: float | None 
             estimates[name] = _summary(stats.gamma_method_derived(derived.function, datas), seconds_per_config)
         except ValueError as err:  # undefined at the means (e.g. arccosh of a noisy ratio below 1)
             estimates[name] = _undefined(err)
-    return estimates
+    return {**estimates, **_log_z_estimate(chain)}
+
+
+def _log_z_estimate(chain: Chain) -> dict[str, dict]:
+    """``{"log_z": summary}`` of a chain with log-weights (see the module docstring), else ``{}``."""
+    if chain.log_weights is None:
+        return {}
+    log_w = chain.log_weights.ravel()
+    value, error = stats.log_mean_weight(log_w)
+    return {"log_z": {"value": value, "error": error, "tau_int": 0.5, "tau_int_error": 0.0, "window": 0,
+                      "n_samples": len(log_w)}}
 
 
 def _reweighted_estimates(chain: Chain, theory, seconds_per_config: float | None) -> dict[str, dict]:
@@ -83,8 +102,9 @@ def _reweighted_estimates(chain: Chain, theory, seconds_per_config: float | None
 
 
 def sampler_metrics(chain: Chain) -> dict:
-    """Acceptance, <exp(−ΔH)> (must be 1 within errors for a correct HMC) and the ESS of flows with
-    the Pareto k̂ of their weights (`stats.pareto_k`: above 0.7 the ESS is not to be trusted)."""
+    """Acceptance, <exp(−ΔH)> (must be 1 within errors for a correct HMC) and, for importance samplers,
+    the ESS with the Pareto k̂ of their weights (`stats.pareto_k`: above 0.7 the ESS is not to be
+    trusted) and log Z = log mean w with its delta-method error (module docstring)."""
     metrics = {}
     if chain.accepted is not None:
         metrics["acceptance"] = float(np.mean(chain.accepted))
@@ -98,6 +118,8 @@ def sampler_metrics(chain: Chain) -> dict:
         log_w = chain.log_weights.ravel()
         metrics["ess"] = {"value": stats.effective_sample_size(log_w), "error": stats.ess_bootstrap_error(log_w),
                           "n_samples": len(log_w), "pareto_k": stats.pareto_k(log_w)}
+        log_z, log_z_error = stats.log_mean_weight(log_w)
+        metrics["log_z"] = {"value": log_z, "error": log_z_error, "error_method": "delta"}
     if "mag" in chain.observables:
         # Mode coverage: the unweighted fraction of configurations with M > 0 (½ for a Z₂-symmetric
         # target; a flow that collapsed onto one vacuum of the broken phase shows ~0 or ~1).

@@ -101,3 +101,12 @@ def test_recipes_of_one_model_are_not_pooled_as_seeds(tmp_path):
                                 "hybrid [6000 steps at L = 4, used as is, batch 128]"}
     assert (flows.runs == 1).all()
     assert flows.ess["hybrid [1000 steps × batch 64]"] == pytest.approx(0.1)
+
+
+def test_the_best_reference_flow_is_a_trained_flow_not_another_reference_sampler(tmp_path):
+    est = {"value": 1.0, "error": 0.01, "tau_int": 0.5, "tau_int_error": 0.0, "seconds_per_independent_sample": 1e-6}
+    ais = result_row(run_id="ais", entry="phi4/xi2/L8", sampler={"name": "ais"}, observables={"chi2": est},
+                     metrics={"ess": {"value": 0.5, "error": 0.05, "n_samples": 4096}})
+    board = leaderboard([ais, flow_row(tmp_path, "hybrid", ess=0.2), hmc_row()]).set_index("contender")
+    assert board.loc["hybrid", "vs_best_reference_flow"] == 1  # the cheaper AIS does not set the scale
+    assert board.loc["ais", "reference"] and board.loc["ais", "vs_best_reference_flow"] < 1

@@ -199,7 +199,11 @@ def u1_exact(theory, creutz_min_wilson: float = CREUTZ_MIN_WILSON) -> dict[str, 
     ``plaquette``, ``action_density`` (−β·plaquette), ``topological_charge`` (0 by symmetry), ``q2``,
     ``chi_t``, every ``wilson_R_T`` it measures, and the ``creutz_R_T`` whose four loops are all
     ≥ ``creutz_min_wilson`` (smaller loops are noise-dominated at any affordable statistics, and an
-    undefined estimate would read as a failed comparison).
+    undefined estimate would read as a failed comparison). And ``log_z``, the log of
+    Z = ∫ Π_links dθ e^{−S} over Lebesgue measure on (−π, π] per link, the convention of importance
+    samplers' log Z (`suite.metrics`; `suite.fields.TorusSpace`'s normalised Haar prior has density
+    (2π)^{−n}): `log_partition_function` (Haar measure of mass 1 per link) + n log 2π, n the number
+    of links.
     """
     beta, volume = theory.beta, theory.volume
     q2 = q2_exact(beta, volume)
@@ -210,6 +214,7 @@ def u1_exact(theory, creutz_min_wilson: float = CREUTZ_MIN_WILSON) -> dict[str, 
         "topological_charge": 0.0,
         "q2": q2,
         "chi_t": q2 / volume,
+        "log_z": log_partition_function(beta, volume) + math.prod(theory.field.shape) * math.log(2 * math.pi),
     }
     n = theory.loop_extent
     loops = {(r, t): wilson_loop_exact(beta, volume, r * t) for r in range(1, n + 1) for t in range(r, n + 1)}

@@ -289,7 +289,7 @@ def cost_part(continuum_lines, folder: Path, n_independent: float) -> list[str]:
             runs = sorted(runs, key=lambda r: _xi(r)[0])
             x = np.array([_xi(r)[0] for r in runs])
             c, e = np.array([_cost(r) for r in runs]).T
-            train = np.array([r.training["seconds"] for r in runs])
+            train = np.array([(r.training or {}).get("seconds", 0.0) for r in runs])  # ais: no training
             bars = ax.errorbar(x, c, yerr=e, marker="s", ls="none", label=f"{recipe}: sampling only")
             ax.errorbar(x, fits.amortised_cost(train, c, n_independent), yerr=e, marker="D", ls="--", mfc="none",
                         color=bars[0].get_color(), label=f"{recipe}: training amortised over N = {n_independent:g}")

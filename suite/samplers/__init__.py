@@ -1,8 +1,10 @@
 """The sampler registry: every sampler is a plugin module here registering a `Sampler`.
 
 ``hmc`` (Hybrid Monte Carlo), ``flow`` (a trained model's independent samples, reweighted),
-``flow-mh`` (an independence Metropolis chain with the model as proposal) and ``cluster`` (Wolff's
-single-cluster algorithm, O(N) models only) ship with the suite. A new sampler is one module that subclasses `Sampler`, declares its spec dataclass and calls
+``flow-mh`` (an independence Metropolis chain with the model as proposal), ``cluster`` (Wolff's
+single-cluster algorithm, O(N) models only) and ``ais`` (annealed importance sampling from the
+prior) ship with the suite. A new sampler is one module that subclasses `Sampler`, declares its
+spec dataclass and calls
 `register`; the CLI options, the study schema, report tables and ``compare`` follow from it.
 
 A sampler spec in a study or row is a dict ``{"name": ..., option: value, ...}``; `parse_spec`
@@ -20,7 +22,7 @@ from suite.errors import UsageError
 from suite.samplers import spec as _spec
 from suite.samplers.base import RunContext, Sampler
 
-SHIPPED = ("suite.samplers.hmc", "suite.samplers.flow", "suite.samplers.cluster")
+SHIPPED = ("suite.samplers.hmc", "suite.samplers.flow", "suite.samplers.cluster", "suite.samplers.ais")
 _REGISTRY: dict[str, Sampler] = {}
 
 

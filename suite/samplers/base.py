@@ -44,6 +44,7 @@ class Sampler:
     * ``markov``: its measurements form a Markov chain (τ_int by the Γ-method, ESS/sample =
       1/(2τ_int)); otherwise they are independent weighted samples (reweighting ESS).
     * ``baseline``: runs of this sampler are the baseline of ``compare``'s "vs HMC" column.
+    * ``trained``: it trains a model (its reference runs set ``compare``'s "vs best reference flow").
     * ``runs_table``: the report section its runs are listed in.
     """
 
@@ -52,6 +53,7 @@ class Sampler:
     default_dtype: ClassVar[str] = "float64"
     markov: ClassVar[bool] = True
     baseline: ClassVar[bool] = False
+    trained: ClassVar[bool] = False
     runs_table: ClassVar[str] = "Other runs"
     description: ClassVar[str] = ""
 

@@ -150,6 +150,7 @@ class Flow(Sampler):
     default_dtype = "float32"
     markov = False
     runs_table = "Flow runs"
+    trained = True
     description = "a trained model's independent samples, reweighted"
 
     # -- study-time checks and labels ------------------------------------------------------------
@@ -198,6 +199,7 @@ class Flow(Sampler):
             "n_samples": ess.get("n_samples") if ess else None,
             "ess": format_value(ess["value"], ess["error"]) if ess else None,
             "pareto_k": ess.get("pareto_k") if ess else None,  # > 0.7: the ESS is not to be trusted
+            "log_z": format_value(metrics["log_z"]["value"], metrics["log_z"]["error"]) if "log_z" in metrics else None,
             "acceptance": metrics.get("acceptance"),
             "log_q_int_error": log_q_error["max"] if log_q_error else None,  # continuous flows: max |Δ log q|
         }
