@@ -19,11 +19,15 @@ Opt-in workloads (``workloads=``; the benchmark scripts in ``bench/`` use them):
   tutorial's roll-based action, the force by ``torch.func.grad`` of it, a Python loop over the
   leapfrog steps, a Metropolis accept on a Python float; ``batch`` chains one after another per
   call. The same algorithm as ``hmc``, to measure what batching and the analytic force buy.
+* ``hmc-sun``: the ``hmc`` trajectory (carried over) of 4D SU(3) Wilson gauge theory at β = 6
+  (`suite.theories.sun`) on L⁴ lattices (L in ``SUN_SIZES`` unless ``sizes`` is given), 25 leapfrog
+  steps of 0.02 from unit links; its rows say ``theory: "sun"``, volume L⁴, and a site update is
+  one site's d = 4 links.
 * ``forward``: the forward map with its log-determinant, ``flow.transform(z)`` under
   ``torch.no_grad``, of each flow on a fixed prior draw (``sampling`` without the prior draw
   and log p).
 
-``max_sites``: the batch at L is ``min(batch, max(1, max_sites // L²))``, so that large lattices
+``max_sites``: the batch at L is ``min(batch, max(1, max_sites // volume))``, so that large lattices
 get smaller batches (the flow benchmark samples 2¹⁸ sites per batch).
 
 ``compile``: ``torch.compile`` of `reference.hmc.evolve` (the whole integration), of
@@ -70,9 +74,9 @@ from suite.harness.rows import append_record
 from suite.report.throughput import KIND, label
 
 WORKLOADS = ("hmc", "sampling", "training")  # the default run
-EXTRA_WORKLOADS = ("hmc-uncarried", "hmc-plain", "forward")  # opt-in
+EXTRA_WORKLOADS = ("hmc-uncarried", "hmc-plain", "hmc-sun", "forward")  # opt-in
 ALL_WORKLOADS = WORKLOADS + EXTRA_WORKLOADS
-HMC_WORKLOADS = ("hmc", "hmc-uncarried", "hmc-plain")
+HMC_WORKLOADS = ("hmc", "hmc-uncarried", "hmc-plain", "hmc-sun")
 FLOW_WORKLOADS = ("sampling", "forward", "training")
 FLOWS = ("affine", "spline", "hybrid")  # timed by default: the coupling flows of the quality studies
 
@@ -84,6 +88,9 @@ def scalar_flows() -> tuple[str, ...]:
     return tuple(name for name, entry in REGISTRY.items() if entry.field == "scalar")
 OBJECTIVES = ("reverse-kl", "path-gradient")
 SIZES = {"cpu": (8, 16, 32, 64), "cuda": (8, 16, 32, 64, 128, 256)}
+SUN_SIZES = {"cpu": (4, 6, 8), "cuda": (4, 8, 12, 16)}  # hmc-sun: L⁴ lattices
+SUN_N, SUN_BETA, SUN_DIM = 3, 6.0, 4
+SUN_EPS, SUN_STEPS = 0.02, 25  # |ΔH| ≈ 0.1–2 near the cold start on 4⁴ (ε = 0.05: ΔH ≈ 13, nothing accepted)
 M2, LAM = -4.0, 8.0
 HMC_EPS, HMC_STEPS = 0.1, 10
 INIT_SCALE = 0.3  # HMC starts at φ = 0.3·N(0, 1), near equilibrium; N(0, 1) diverges at L >= 16 with eps = 0.1
@@ -124,8 +131,9 @@ class Settings:
         if self.dtype not in (None, "float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
 
-    def lattice_sizes(self) -> tuple[int, ...]:
-        return tuple(sorted(self.sizes or SIZES[torch.device(self.device).type]))
+    def lattice_sizes(self, workload: str | None = None) -> tuple[int, ...]:
+        default = SUN_SIZES if workload == "hmc-sun" else SIZES
+        return tuple(sorted(self.sizes or default[torch.device(self.device).type]))
 
     def dtype_name(self, workload: str) -> str:
         return self.dtype or ("float64" if workload in HMC_WORKLOADS else "float32")
@@ -133,8 +141,9 @@ class Settings:
     def torch_dtype(self, workload: str) -> torch.dtype:
         return getattr(torch, self.dtype_name(workload))
 
-    def batch_at(self, L: int) -> int:
-        return self.batch if self.max_sites is None else min(self.batch, max(1, self.max_sites // (L * L)))
+    def batch_at(self, L: int, workload: str | None = None) -> int:
+        volume = math.prod(lattice_of(workload, L))
+        return self.batch if self.max_sites is None else min(self.batch, max(1, self.max_sites // volume))
 
     def compiles(self, workload: str) -> bool:
         return self.compile and workload != "hmc-plain"
@@ -266,6 +275,11 @@ def compiled(fn):
     return torch.compile(fn, dynamic=False)
 
 
+def lattice_of(workload: str | None, L: int) -> tuple[int, ...]:
+    """The lattice a workload times at size L: L⁴ for ``hmc-sun``, L × L otherwise."""
+    return (L,) * SUN_DIM if workload == "hmc-sun" else (L, L)
+
+
 def phi4(L: int):
     from suite.theories.phi4 import Phi4
 
@@ -338,6 +352,31 @@ def hmc_call(L: int, settings: Settings, carry: bool = True):
         state["x"], accepted, _ = hmc.hmc_trajectory(theory, state["x"], HMC_EPS, HMC_STEPS, "leapfrog", generator,
                                                      state["cache"] if carry else None, evolve)
         state["accepted"] += accepted.sum()  # on the device: no synchronisation
+        state["proposed"] += accepted.numel()
+
+    call.extras = lambda: {"acceptance": int(state["accepted"]) / max(1, state["proposed"])}
+    return call
+
+
+def sun_hmc_call(L: int, settings: Settings):
+    """One carried-over trajectory of the batch's 4D SU(3) chains per call (``hmc-sun``), from unit links."""
+    from reference import hmc
+    from suite.theories.sun import SUNGauge
+
+    device, dtype = torch.device(settings.device), settings.torch_dtype("hmc-sun")
+    theory = SUNGauge.from_wilson(lattice_of("hmc-sun", L), SUN_N, SUN_BETA)
+    evolve = compiled(hmc.evolve) if settings.compile else hmc.evolve
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    shape = (settings.batch_at(L, "hmc-sun"), *theory.field.shape)
+    eye = torch.eye(SUN_N, dtype=complex_dtype, device=device)
+    state = {"x": eye.expand(shape).clone(), "cache": {},
+             "accepted": torch.zeros((), dtype=torch.int64, device=device), "proposed": 0}
+
+    def call():
+        state["x"], accepted, _ = hmc.hmc_trajectory(theory, state["x"], SUN_EPS, SUN_STEPS, "leapfrog", generator,
+                                                     state["cache"], evolve)
+        state["accepted"] += accepted.sum()
         state["proposed"] += accepted.numel()
 
     call.extras = lambda: {"acceptance": int(state["accepted"]) / max(1, state["proposed"])}
@@ -428,6 +467,8 @@ def cells(settings: Settings):
         yield "hmc-uncarried", None, None, lambda L: hmc_call(L, settings, carry=False)
     if "hmc-plain" in chosen:
         yield "hmc-plain", None, None, lambda L: plain_hmc_call(L, settings)
+    if "hmc-sun" in chosen:
+        yield "hmc-sun", None, None, lambda L: sun_hmc_call(L, settings)
     for name in settings.flows:
         if "sampling" in chosen:
             yield "sampling", name, None, lambda L, name=name: sampling_call(L, settings, name)
@@ -444,7 +485,12 @@ def cells(settings: Settings):
 # --------------------------------------------------------------------------------------------
 
 def _row(workload, flow, objective, L, settings: Settings, **values) -> dict:
-    dtype, batch, compiled = settings.dtype_name(workload), settings.batch_at(L), settings.compiles(workload)
+    dtype, batch, compiled = settings.dtype_name(workload), settings.batch_at(L, workload), settings.compiles(workload)
+    lattice = lattice_of(workload, L)
+    if workload == "hmc-sun":
+        theory, params = "sun", {"convention": "wilson", "N": SUN_N, "beta": SUN_BETA}
+    else:
+        theory, params = "phi4", {"convention": "albergo", "m2": M2, "lam": LAM}
     created = now()
     key = f"{workload}-{flow}-{objective}-{L}-{batch}-{settings.device}-{dtype}-{compiled}-{created}"
     return {
@@ -453,8 +499,8 @@ def _row(workload, flow, objective, L, settings: Settings, **values) -> dict:
         "suite_version": __version__,
         "created": created,
         "workload": workload, "flow": flow, "objective": objective,
-        "theory": "phi4", "params": {"convention": "albergo", "m2": M2, "lam": LAM},
-        "L": L, "lattice": [L, L], "volume": L * L, "batch": batch,
+        "theory": theory, "params": params,
+        "L": L, "lattice": list(lattice), "volume": math.prod(lattice), "batch": batch,
         "device": settings.device, "device_name": device_name(settings.device), "dtype": dtype,
         "compile": compiled,
         **values,
@@ -468,10 +514,10 @@ def measure_cell(workload, flow, objective, factory, L, settings: Settings) -> d
     saved = saved_tensor_bytes(call) if workload == "training" else None  # also a warm-up call
     timing = time_call(call, device, warmup=settings.warmup, repeats=settings.repeats,
                        min_seconds=settings.min_seconds)
-    per_second, batch = 1.0 / timing["seconds_per_call"], settings.batch_at(L)
+    per_second, batch = 1.0 / timing["seconds_per_call"], settings.batch_at(L, workload)
     return _row(workload, flow, objective, L, settings, status="ok", **timing,
                 configs_per_second=batch * per_second,
-                site_updates_per_second=batch * L * L * per_second,
+                site_updates_per_second=batch * math.prod(lattice_of(workload, L)) * per_second,
                 steps_per_second=per_second if workload == "training" else None,
                 peak_memory_bytes=peak_memory(call, device), saved_tensor_bytes=saved,
                 max_rss_bytes=max_rss_bytes() if device.type == "cpu" else None,
@@ -486,7 +532,7 @@ def run_throughput(settings: Settings, out, log: Callable[[str], None] = print) 
     rows = []
     for workload, flow, objective, factory in cells(settings):
         skip, saved_per_site = None, None
-        for L in settings.lattice_sizes():
+        for L in settings.lattice_sizes(workload):
             free = free_memory_bytes(device)
             if skip is None and saved_per_site is not None and free is not None:
                 needed = TRAINING_MEMORY_FACTOR * saved_per_site * L * L

@@ -85,6 +85,18 @@ def test_opt_in_workloads_give_rows(tmp_path):
     assert forward["flow"] == "affine" and forward["parameters"] > 0 and forward["dtype"] == "float32"
 
 
+def test_sun_hmc_rows_are_4d_su3(tmp_path):
+    settings = throughput.Settings(sizes=(4,), batch=1, max_sites=300, workloads=("hmc-sun",), warmup=1, repeats=1,
+                                   min_seconds=0)
+    (row,) = throughput.run_throughput(settings, tmp_path, log=lambda line: None)
+    assert row["workload"] == "hmc-sun" and row["status"] == "ok" and row["theory"] == "sun"
+    assert row["params"] == {"convention": "wilson", "N": 3, "beta": 6.0}
+    assert row["lattice"] == [4, 4, 4, 4] and row["volume"] == 256 and row["batch"] == 1
+    assert row["site_updates_per_second"] == pytest.approx(256 * row["configs_per_second"])
+    assert 0 <= row["acceptance"] <= 1 and row["dtype"] == "float64"
+    assert throughput.Settings(workloads=("hmc-sun",)).lattice_sizes("hmc-sun") == throughput.SUN_SIZES["cpu"]
+
+
 def test_max_sites_caps_the_batch_and_one_chain_is_hmc_only(tmp_path):
     settings = throughput.Settings(sizes=(4, 8), batch=16, max_sites=128, workloads=("sampling",), flows=("affine",),
                                    warmup=1, repeats=1, min_seconds=0)

@@ -34,8 +34,17 @@ In 2D, for N = 2 the infinite-volume plaquette is I_2(β)/I_1(β) (Bessel functi
 this convention; the finite-volume corrections are exponentially small in V).
 
 Registered as theory ``sun``: convention ``wilson`` with params ``N`` (an integer, given as a number
-in the catalogue) and ``beta``; headline observable ``plaquette``; no exact solver yet. The 4D
-topological charge after gradient flow is not implemented yet.
+in the catalogue), ``beta`` and, for d = 4 only, ``flow_time`` (default 0); headline observable
+``plaquette``; the exact solver is the 2D character expansion.
+
+4D observables after gradient flow (only when ``flow_time`` t > 0, in lattice units; off by default
+because every measurement then flows the configuration, 3 staple evaluations per step): the
+Wilson flow of `suite.gradient_flow` (Lüscher's normalisation, Z = −(2N/β) F, independent of β) to
+time t with Lüscher's third-order Runge–Kutta scheme and step ε = ``DEFAULT_FLOW_STEP`` = 0.02 (t must
+be a multiple of ε), then from the clover field strength F_μν = ¼ P(Q_μν):
+``topological_charge`` Q = Σ_x q(x), q = −(1/32π²) ε_μνρσ Tr F_μν F_ρσ (anti-Hermitian F, ε₀₁₂₃ = 1;
+i.e. +(1/32π²) ε Tr F̂F̂ for the Hermitian F̂ = −iF), ``q2`` Q², ``chi_t`` Q²/V and ``t2E`` t² E(t)
+with E = (1/V) Σ_x (−½) Σ_μν Tr F_μν F_μν. The flow time is recorded in ``params``.
 """
 
 from __future__ import annotations
@@ -44,13 +53,15 @@ import math
 
 import torch
 
-from suite.fields import SUN
+from suite.fields import SUN, traceless_antihermitian
+from suite import gradient_flow
 from suite.lattice import shift
 from suite.theories.base import DerivedQuantity, Theory, creutz_ratio, wilson_name
 from suite.theories.registry import ExactSolver, TheoryInfo, lazy, register_theory
 
 CONVENTIONS = ("wilson",)
 MAX_LOOP_EXTENT = 4
+DEFAULT_FLOW_STEP = 0.02  # the Wilson-flow step ε of the 4D topological observables
 DIMENSIONS = (2, 3, 4)
 
 
@@ -67,7 +78,8 @@ def _re_trace(m: torch.Tensor) -> torch.Tensor:
 class SUNGauge(Theory):
     """SU(N) Wilson gauge theory, S = −(β/N) Σ_P Re Tr U_P; ``SUNGauge(lattice, n, beta)`` or `from_convention`."""
 
-    def __init__(self, lattice, n: int, beta: float, params: dict | None = None):
+    def __init__(self, lattice, n: int, beta: float, params: dict | None = None, flow_time: float = 0.0,
+                 flow_step: float = DEFAULT_FLOW_STEP):
         self.lattice = tuple(int(s) for s in lattice)
         self.dim = len(self.lattice)
         if self.dim not in DIMENSIONS:
@@ -80,18 +92,31 @@ class SUNGauge(Theory):
         self.beta = float(beta)
         if not math.isfinite(self.beta) or self.beta < 0:
             raise ValueError(f"beta must be finite and >= 0, got {beta}")
+        self.flow_time, self.flow_step = float(flow_time), float(flow_step)
+        if not math.isfinite(self.flow_time) or self.flow_time < 0:
+            raise ValueError(f"flow_time must be finite and >= 0, got {flow_time}")
+        if self.flow_time > 0:
+            if self.dim != 4:
+                raise ValueError(f"flow_time is for the 4D topological observables, got d = {self.dim}")
+            gradient_flow.flow_steps(self.flow_time, self.flow_step)  # a multiple of the step, or an error
         self.params = params if params is not None else {"N": self.n, "beta": self.beta}
+        if self.flow_time > 0 and "flow_time" not in self.params:
+            self.params = {**self.params, "flow_time": self.flow_time}
         self.field = SUN((self.dim, *self.lattice, self.n, self.n))
         self.planes = [(mu, nu) for mu in range(self.dim) for nu in range(mu + 1, self.dim)]
         self.loop_extent = max(1, min(min(self.lattice) // 2, MAX_LOOP_EXTENT))
 
     @classmethod
-    def from_wilson(cls, lattice, N, beta: float) -> "SUNGauge":
-        return cls(lattice, N, beta, params={"convention": "wilson", "N": int(N), "beta": float(beta)})
+    def from_wilson(cls, lattice, N, beta: float, flow_time: float = 0.0) -> "SUNGauge":
+        params = {"convention": "wilson", "N": int(N), "beta": float(beta)}
+        if flow_time:
+            params["flow_time"] = float(flow_time)
+        return cls(lattice, N, beta, params=params, flow_time=flow_time)
 
     @classmethod
     def from_convention(cls, convention: str, lattice, **params) -> "SUNGauge":
-        """Build from a source convention (only ``wilson``: S = −(β/N) Σ_P Re Tr U_P) with params N, beta."""
+        """Build from a source convention (only ``wilson``: S = −(β/N) Σ_P Re Tr U_P) with params N, beta
+        and, in 4D, optionally flow_time (module docstring)."""
         if convention != "wilson":
             raise ValueError(f"unknown sun convention {convention!r}; expected one of {', '.join(CONVENTIONS)}")
         return cls.from_wilson(lattice, **params)
@@ -160,11 +185,7 @@ class SUNGauge(Theory):
 
     def force(self, x):
         """F_μ(x) = (β/2N) P[U_μ(x) A_μ(x)] in su(N) (module docstring)."""
-        m = x @ self.staples(x)
-        a = 0.5 * (m - m.mH)
-        trace = torch.diagonal(a, dim1=-2, dim2=-1).sum(-1) / self.n
-        eye = torch.eye(self.n, dtype=x.dtype, device=x.device)
-        return (self.beta / (2 * self.n)) * (a - trace[..., None, None] * eye)
+        return (self.beta / (2 * self.n)) * traceless_antihermitian(x @ self.staples(x))
 
     # -- observables ------------------------------------------------------------------------
 
@@ -190,6 +211,8 @@ class SUNGauge(Theory):
         for (r, t), w in self.wilson_loops(x).items():
             obs[f"wilson_{r}_{t}"] = w
         obs["polyakov"] = self.polyakov_loop(x).abs()
+        if self.flow_time > 0:
+            obs.update(gradient_flow.clover_observables(self, x, self.flow_time, self.flow_step))
         return obs
 
     def derived_quantities(self):
