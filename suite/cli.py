@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="elements running at once")
     group.add_argument("--wait", action="store_true",
                        help="with a cluster executor: wait for the submitted jobs to end, then show their status")
+    group.add_argument("--distributed", action="store_true",
+                       help="data-parallel training of flow tasks over the processes torchrun started "
+                            "(torchrun --nproc-per-node N -m suite.cli run ... --distributed): each draws batch/N, "
+                            "gradients averaged, rank 0 writes")
 
     p = sub.add_parser("status", help="per task of the studies submitted into a results folder: done, running, "
                                       "pending, failed (with its line) or diverged, and its Slurm job id")
@@ -323,19 +327,66 @@ def _report_failures(outcome) -> int:
     return EXIT_FAILED if outcome.failed else 0
 
 
-def cmd_run(args) -> int:
-    from suite.harness.runner import run_tasks
-    from suite.interrupts import handle_signals
+def _check_distributed(args, tasks, executor) -> None:
+    """--distributed only under torchrun, locally, for flow tasks whose batch and samples the world size divides."""
+    from suite import distributed
 
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if not args.distributed:
+        if distributed.launched() and world > 1:
+            raise UsageError(f"started by torchrun with WORLD_SIZE={world}: add --distributed (else every "
+                             "process would run the whole study)")
+        return
+    if not distributed.launched():
+        distributed.initialize(args.device)  # raises the one-line UsageError naming what is missing
+    if executor is not None:
+        raise UsageError("--distributed runs the tasks here, in the processes torchrun started; "
+                         "not with a cluster executor")
+    from suite.samplers import parse_spec
+    from suite.samplers.flow import Flow
+
+    for task in tasks:
+        plugin, spec = parse_spec(task.sampler)
+        if not isinstance(plugin, Flow):
+            raise UsageError(f"--distributed trains flows; sampler {plugin.name!r} ({task.entry_id}) does not "
+                             "run distributed")
+        for what, value in (("batch_size", spec.batch_size), ("n_samples", spec.n_samples)):
+            if value % world:
+                raise UsageError(f"--distributed: the world size {world} must divide {what}, got {value} "
+                                 f"({task.entry_id})")
+
+
+def cmd_run(args) -> int:
     study, tasks, indices, total = _tasks_of(args)
     executor = _executor_of(args, study, tasks, indices, total)
     _check_device(args.device, here=executor is None)  # an array element checks on its node
+    _check_distributed(args, tasks, executor)
+    if not args.distributed:
+        return _run_here(args, tasks, indices, total, executor)
+    from suite import distributed
+
+    group = distributed.initialize(args.device)
+    try:
+        code = _run_here(args, tasks, indices, total, executor)
+        return code if group.writer else 0
+    finally:
+        distributed.shutdown()
+
+
+def _run_here(args, tasks, indices, total, executor) -> int:
+    from suite.harness.runner import run_tasks
+    from suite.interrupts import handle_signals
+
     with handle_signals():
         outcome = run_tasks(tasks, args.out, device=args.device, dtype=args.dtype, force=args.force,
                             resume=args.resume, indices=indices, total=total, executor=executor,
                             log=lambda msg: print(msg, file=sys.stderr))
     if executor is not None:
         return _submitted(executor, args)
+    from suite import distributed
+
+    if not distributed.is_writer():
+        return 0
     for row in outcome.rows:
         print(_row_summary(row))
     return _report_failures(outcome)
@@ -574,6 +625,8 @@ COMMANDS = {"list": cmd_list, "samplers": cmd_samplers, "run": cmd_run, "status"
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or bool(os.environ.get("LFTBENCH_DEBUG"))
+    if getattr(args, "distributed", False) and os.environ.get("RANK", "0") != "0" and not debug:
+        sys.stderr = open(os.devnull, "w")  # ranks other than 0 say nothing: rank 0 prints the one line
     try:
         return COMMANDS[args.command](args)
     except UsageError as err:

@@ -42,9 +42,26 @@ def draw(model, theory, n_samples: int, batch_size: int) -> tuple[dict[str, np.n
             log_w.cpu().numpy(), seconds)
 
 
+def distributed_draw(model, theory, n_samples: int, batch_size: int, group):
+    """`draw` spread over the ranks of ``group`` (`suite.distributed`): each draws ``n_samples / N``
+    from its own stream; every rank gets them all, in rank order (seconds: the slowest rank's)."""
+    from suite import distributed
+
+    n = distributed.split(n_samples, group, "n_samples")
+    observables, log_w, seconds = draw(model, theory, n, batch_size)
+    parts = distributed.all_gather_object((observables, log_w, seconds))
+    names = parts[0][0].keys()
+    return ({k: np.concatenate([p[0][k] for p in parts]) for k in names},
+            np.concatenate([p[1] for p in parts]), max(p[2] for p in parts))
+
+
 def direct_sampling_chain(model, theory, n_samples: int, batch_size: int) -> Chain:
     """Independent samples with their log-weights, one replicum: arrays of shape (1, N)."""
-    observables, log_w, seconds = draw(model, theory, n_samples, batch_size)
+    return direct_sampling_of(*draw(model, theory, n_samples, batch_size))
+
+
+def direct_sampling_of(observables: dict, log_w: np.ndarray, seconds: float) -> Chain:
+    """The chain of `draw`'s independent samples."""
     return Chain(observables={k: v[None] for k, v in observables.items()}, log_weights=log_w[None],
                  timings={"sampling": seconds})
 
@@ -73,7 +90,11 @@ def independence_metropolis_indices(log_w: np.ndarray, rng: np.random.Generator)
 def independence_metropolis_chain(model, theory, n_samples: int, batch_size: int, seed: int) -> Chain:
     """An independence Metropolis-Hastings chain of length N: observables of the chain's states
     (1, N), accept flags (1, N) and the proposals' log-weights (1, N)."""
-    observables, log_w, seconds = draw(model, theory, n_samples, batch_size)
+    return independence_metropolis_of(*draw(model, theory, n_samples, batch_size), seed)
+
+
+def independence_metropolis_of(observables: dict, log_w: np.ndarray, seconds: float, seed: int) -> Chain:
+    """The independence MH chain over `draw`'s proposals."""
     index, accepted = independence_metropolis_indices(log_w, np.random.default_rng(seed))
     return Chain(observables={k: v[index][None] for k, v in observables.items()}, accepted=accepted[None],
                  log_weights=log_w[None], timings={"sampling": seconds})

@@ -53,6 +53,12 @@ def deferred():
     raise_if_pending()
 
 
+def take_pending() -> str | None:
+    """The name of a signal held since the last call (and forget it), or None."""
+    name, _state["pending"] = _state["pending"], None
+    return name
+
+
 def raise_if_pending() -> None:
     name, _state["pending"] = _state["pending"], None
     if name is not None:

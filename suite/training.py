@@ -46,6 +46,7 @@ Errors
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -91,6 +92,7 @@ class Objective:
     """Base class: a training objective (see the module docstring)."""
 
     name = ""
+    shard = (0, 1)  # (rank, world size): data-parallel training draws whole batches and keeps slice rank
     reports_ess = True  # whether loss() returns log-weights (on some steps at least)
     needs_log_prob = False  # whether the model must have log_prob(x)
 
@@ -193,7 +195,9 @@ class ForwardKL(Objective):
 
     def loss(self, model, batch_size, step):
         ref = next(model.parameters())
-        x = self._minibatch(batch_size).to(device=ref.device, dtype=ref.dtype)
+        rank, world = self.shard
+        x = self._minibatch(batch_size * world)[rank * batch_size:(rank + 1) * batch_size]
+        x = x.to(device=ref.device, dtype=ref.dtype)
         loss = -model.log_prob(x).mean()
         log_w = None
         if self.theory is not None and step % self.ess_every == 0:
@@ -310,7 +314,8 @@ def atomic_save(obj, path: Path) -> None:
 def train(model: nn.Module, objective: Objective, *, batch_size: int, lr: float, budget: Budget,
           weight_decay: float = 0.0, schedule: str = "cosine", clip_grad: float | None = None,
           max_bad_steps: int = 10, checkpoint_path=None, checkpoint_every: int = 100,
-          resume: bool = False, seed: int = 0, log_every: int = 1, progress: bool | None = None) -> TrainingLog:
+          resume: bool = False, seed: int = 0, log_every: int = 1, progress: bool | None = None,
+          group=None) -> TrainingLog:
     """Train ``model`` on ``objective`` with AdamW until ``budget`` is spent; return the log.
 
     ``schedule``: ``"cosine"`` (lr·½(1 + cos(π k/budget.steps)) at step k = 0, 1, ...; needs
@@ -319,6 +324,8 @@ def train(model: nn.Module, objective: Objective, *, batch_size: int, lr: float,
     bar on (True), off (False) or only on a terminal (None).  The schedule is a function of the step
     and the *current* ``budget.steps`` (a resumed run with a longer budget re-stretches it).
     Bad arguments raise `UsageError` (a ValueError); persistent NaN/Inf raises `TrainingDiverged`.
+    ``group``: a `suite.distributed.Group` for data-parallel training over its ranks (``batch_size`` is the
+    whole batch, which the world size must divide; `suite.distributed` says how the ranks share it).
     Conventions: module docstring.
     """
     if batch_size < 2 or lr <= 0 or log_every < 1 or checkpoint_every < 1 or max_bad_steps < 1:
@@ -336,6 +343,11 @@ def train(model: nn.Module, objective: Objective, *, batch_size: int, lr: float,
         raise UsageError(f"unknown schedule {schedule!r}; expected 'cosine' or 'constant'")
     if resume and checkpoint_path is None:
         raise UsageError("resume=True needs a checkpoint_path")
+    local_batch, writer = batch_size, True
+    if group is not None:
+        from suite import distributed
+
+        local_batch, writer = distributed.split(batch_size, group, "training batch"), group.writer
     objective.check(model)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -361,9 +373,11 @@ def train(model: nn.Module, objective: Objective, *, batch_size: int, lr: float,
         log, bad_run = TrainingLog(**state["log"]), state["bad_run"]
         log.stop_reason = None
         window.extend(state["ess_window"])
-        _set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks") or []
+        _set_rng_state(ranks[group.rank] if group is not None and len(ranks) == group.world_size else state["rng"])
     else:
-        torch.manual_seed(seed)
+        sliced = group is None or distributed.can_slice(model)
+        torch.manual_seed(seed if sliced else distributed.rank_seed(seed, group.rank))
         objective.reseed(seed)
     device = params[0].device
     if device.type == "cuda":
@@ -371,29 +385,43 @@ def train(model: nn.Module, objective: Objective, *, batch_size: int, lr: float,
 
     def save() -> tuple[float, float]:
         start, cpu_start = time.perf_counter(), time.process_time()
-        atomic_save({"format": CHECKPOINT_FORMAT, "objective_name": objective.name,
-                      "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "objective": objective.state_dict(),
-                      "log": asdict(log), "bad_run": bad_run, "ess_window": list(window),
-                      "rng": _rng_state()}, ckpt)
+        extra = {} if group is None else {"rng_ranks": distributed.all_gather_object(_rng_state()),
+                                          "world_size": group.world_size}
+        if writer:
+            atomic_save({"format": CHECKPOINT_FORMAT, "objective_name": objective.name,
+                          "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "objective": objective.state_dict(),
+                          "log": asdict(log), "bad_run": bad_run, "ess_window": list(window),
+                          "rng": _rng_state(), **extra}, ckpt)
         return time.perf_counter() - start, time.process_time() - cpu_start
 
     model.train()
     seconds_before, start, io_seconds, saved_at = log.seconds, time.perf_counter(), 0.0, log.steps
     cpu_before, cpu_start, io_cpu_seconds = log.cpu_seconds, time.process_time(), 0.0
     bar = tqdm(total=budget.steps, initial=log.steps, desc=objective.name, unit="step",
-               disable=None if progress is None else not progress)
+               disable=True if not writer else None if progress is None else not progress)
+    stop = None  # distributed: a signal some rank received, acted on by all at the next step boundary
+    noise = contextlib.nullcontext() if group is None else distributed.sliced_noise(model, group)
+    objective.shard = (0, 1) if group is None else (group.rank, group.world_size)
     try:
-        with interrupts.deferred():
-            while (reason := budget.reached(log.steps, log.seconds, window)) is None:
-                interrupts.raise_if_pending()
+        with interrupts.deferred(), noise:
+            while stop is None and (reason := budget.reached(log.steps, log.seconds, window)) is None:
+                if group is None:
+                    interrupts.raise_if_pending()
                 step, step_lr = log.steps + 1, optimizer.param_groups[0]["lr"]
                 optimizer.zero_grad(set_to_none=True)
-                loss, log_w = objective.loss(model, batch_size, step)
+                loss, log_w = objective.loss(model, local_batch, step)
                 loss_value, grad_norm = float(loss.detach()), math.nan
+                if group is not None:  # the mean over the whole batch: the mean of the ranks' equal-size means
+                    losses = distributed.all_gather_tensor(loss.detach().double().reshape(1))
+                    loss_value = float(losses.mean())
+                    if log_w is not None:
+                        log_w = distributed.all_gather_tensor(log_w)
                 ok = math.isfinite(loss_value)
                 if ok:
                     loss.backward()
+                    if group is not None:
+                        distributed.average_gradients(params)
                     grad_norm = float(nn.utils.clip_grad_norm_(params, clip_grad if clip_grad else math.inf))
                     ok = math.isfinite(grad_norm)
                 if ok:
@@ -410,6 +438,14 @@ def train(model: nn.Module, objective: Objective, *, batch_size: int, lr: float,
                     window.append(ess)
                 log.steps, log.seconds = step, seconds_before + time.perf_counter() - start - io_seconds
                 log.cpu_seconds = cpu_before + time.process_time() - cpu_start - io_cpu_seconds
+                if group is not None:  # rank 0's wall time, all ranks' CPU time, any rank's signal
+                    pending = interrupts.take_pending()
+                    shared = distributed.all_gather_object((time.perf_counter() - start - io_seconds,
+                                                            time.process_time() - cpu_start - io_cpu_seconds,
+                                                            pending))
+                    log.seconds = seconds_before + shared[0][0]
+                    log.cpu_seconds = cpu_before + sum(part[1] for part in shared)
+                    stop = next((part[2] for part in shared if part[2] is not None), None)
                 last = budget.reached(log.steps, log.seconds, window) is not None
                 if step % log_every == 0 or not ok or last:
                     log.rows.append({"step": step, "loss": loss_value, "ess": ess, "seconds": log.seconds,
@@ -427,8 +463,12 @@ def train(model: nn.Module, objective: Objective, *, batch_size: int, lr: float,
                     wall, cpu = save()
                     io_seconds, io_cpu_seconds = io_seconds + wall, io_cpu_seconds + cpu
                     saved_at = step
+            if stop is not None:
+                raise Interrupted(stop)
     except Interrupted:  # SIGINT/SIGTERM held to a step boundary (`suite.interrupts`): keep the steps taken
         if ckpt is not None and saved_at != log.steps:
+            if group is not None:
+                interrupts.take_pending()  # a second signal must not stop the ranks' checkpoint collective
             save()
         raise
     except TrainingDiverged:
@@ -438,6 +478,7 @@ def train(model: nn.Module, objective: Objective, *, batch_size: int, lr: float,
         raise
     finally:
         bar.close()
+        objective.shard = (0, 1)
     log.stop_reason = reason
     if ckpt is not None and saved_at != log.steps:
         save()

@@ -21,13 +21,14 @@ it is refused rather than silently restarted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suite import __version__
+from suite import __version__, distributed
 from suite.catalogue import catalogue_version, get_entry
 from suite.errors import Diverged, TaskFailure, UsageError, one_line
 from suite.harness import rows as rowio
@@ -113,6 +114,8 @@ def run_task(task: Task, out: Path, *, device: str = "cpu", dtype: str | None = 
 
     ``dtype`` None means the sampler's default (HMC float64, flows float32). Raises `TaskFailure`
     (one line, naming the phase) for a fault; a diverged training gives a row with status ``diverged``.
+    Distributed (`suite.distributed`), every rank runs the task and rank 0 alone writes: the others
+    return None.
     """
     import torch
 
@@ -124,13 +127,20 @@ def run_task(task: Task, out: Path, *, device: str = "cpu", dtype: str | None = 
     entry = get_entry(task.entry_id)
     key = task_key(task, dtype, device)
     run_dir = out / "runs" / key
+    group = distributed.current()
+    writer = group is None or group.writer
     if (run_dir / RESUMABLE).exists() and not resume:
         if not force:
             raise UsageError(f"task {describe_task(task)} did not finish (its training checkpoint is in "
                              f"{run_dir}); rerun with --resume to continue it or --force to start it afresh")
-        (run_dir / RESUMABLE).unlink()  # start the training afresh; the other artifacts are replaced as rewritten
-    run_dir.mkdir(parents=True, exist_ok=True)
-    context = RunContext(entry=entry, seed=task.seed, device=device, dtype=getattr(torch, dtype), run_dir=run_dir,
+        if writer:  # start the training afresh; the other artifacts are replaced as rewritten
+            (run_dir / RESUMABLE).unlink(missing_ok=True)
+    if group is not None:  # the other ranks look for the checkpoint once rank 0 has removed it
+        distributed.broadcast_object(None)
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    context = RunContext(entry=entry, seed=task.seed, device=distributed.rank_device(device, group),
+                         dtype=getattr(torch, dtype), run_dir=run_dir,
                          out=out, catalogue_version=catalogue_version(), resume=resume, progress=progress)
     started, wall = now(), time.perf_counter()
     phase = "setup"
@@ -140,11 +150,15 @@ def run_task(task: Task, out: Path, *, device: str = "cpu", dtype: str | None = 
         try:
             chain, training = plugin.run(spec, theory, context)
         except Diverged as err:
+            if not writer:
+                return None
             row = _row(task, entry, key, dtype=dtype, device=device, started=started, training=err.training,
                        timings={"total": time.perf_counter() - wall}, artifacts=_artifacts(run_dir, out),
                        status="diverged", message=str(err))
             rowio.write_row(out, row)
             return row
+        if not writer:
+            return None
         phase = "measurement"
         configs = chain.shape[0] * chain.shape[1]
         sampling = chain.timings["sampling"]
@@ -168,7 +182,7 @@ def run_task(task: Task, out: Path, *, device: str = "cpu", dtype: str | None = 
                               "batch, lattice or number of chains") from err
         raise TaskFailure(f"failed during {phase}: {one_line(err)}") from err
     finally:
-        if run_dir.is_dir() and not any(run_dir.iterdir()):
+        if writer and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()
 
 
@@ -187,13 +201,22 @@ def run_tasks(tasks, out, *, device="cpu", dtype=None, force=False, resume=False
     """Run tasks into folder ``out`` through ``executor`` (default: `LocalExecutor`), skipping
     those already done unless ``force``. ``indices``: the tasks' 1-based positions in their study of
     ``total`` tasks (default 1..n of n). Usage errors and row-write failures propagate; other
-    failures are collected."""
-    out = rowio.check_results_folder(out)
+    failures are collected.
+
+    Distributed (`suite.distributed`), every rank calls this with the same tasks: rank 0 checks the
+    folder, takes the locks, decides what runs and logs; the other ranks follow its decisions."""
+    group = distributed.current()
+    writer = group is None or group.writer
+    if not writer:
+        log = lambda message: None  # noqa: E731
+    out = rowio.check_results_folder(out) if writer else Path(out)
     tasks = list(tasks)
     indices = list(indices or range(1, len(tasks) + 1))
     total = total or len(tasks)
     outcome = RunOutcome()
-    done = {row.run_id for row in rowio.read_rows(out)}  # names any line that is not a row, once
+    done = {row.run_id for row in rowio.read_rows(out)} if writer else None  # names any line that is not a row
+    if group is not None:
+        done = distributed.broadcast_object(done)
     pending = []
     for index, task in zip(indices, tasks):
         where = f"[{index}/{total}] {describe_task(task)}"
@@ -206,26 +229,36 @@ def run_tasks(tasks, out, *, device="cpu", dtype=None, force=False, resume=False
         task = item.task
         where = f"[{item.index}/{item.total}] {describe_task(task)}"
         key = task_key(task, task_dtype(task, dtype), device)
-        with rowio.task_lock(out, key) as mine:
-            if not mine:
+        with rowio.task_lock(out, key) if writer else contextlib.nullcontext(None) as mine:
+            state = None
+            if writer:
+                state = "busy" if not mine else "done" if key in rowio.done_run_ids(out) and not force else "run"
+            if group is not None:
+                state = distributed.broadcast_object(state)
+            if state == "busy":
                 log(f"{where}: running in another process, left to it")
                 outcome.busy.append(task)
                 return
-            if key in rowio.done_run_ids(out) and not force:  # finished by another process meanwhile
+            if state == "done":  # finished by another process meanwhile
                 log(f"{where}: already done, skipped")
                 return
             log(f"{where}: running")
-            (out / "runs" / key / FAILURE).unlink(missing_ok=True)
+            if writer:
+                (out / "runs" / key / FAILURE).unlink(missing_ok=True)
             try:
                 row = run_task(task, out, device=device, dtype=dtype, resume=resume, force=force, progress=progress)
             except rowio.RowWriteError:
                 raise
             except UsageError as err:  # e.g. an interrupted task run without --resume
-                record_failure(out, key, f"{describe_task(task)}: {err}")
+                if writer:
+                    record_failure(out, key, f"{describe_task(task)}: {err}")
                 raise
             except TaskFailure as err:  # reported once, by the caller
                 outcome.failed.append((task, f"{describe_task(task)}: {err}"))
-                record_failure(out, key, f"{describe_task(task)}: {err}")
+                if writer:
+                    record_failure(out, key, f"{describe_task(task)}: {err}")
+                return
+            if row is None:  # a rank other than 0
                 return
             if not row.ok:
                 log(f"{where}: {row.status}: {row.message}")

@@ -255,20 +255,24 @@ class Flow(Sampler):
 
     def _train(self, spec: FlowSpec, model, theory, budget, folder: Path, context: RunContext, resume: bool):
         """Train ``model`` with the spec's options and ``budget``, checkpoints and ``training.csv`` in ``folder``."""
+        from suite import distributed
         from suite.training import TrainingDiverged, train
 
         objective = self._objective(spec, model, theory, context)
+        writer = distributed.is_writer()
         with model_phase(spec.model, "training"):
             try:
                 log = train(model, objective, batch_size=spec.batch_size, lr=spec.lr, budget=budget,
                             weight_decay=spec.weight_decay, schedule=spec.schedule,
                             clip_grad=spec.clip_grad or None, checkpoint_path=folder / "checkpoint.pt",
                             checkpoint_every=spec.checkpoint_every, resume=resume, seed=context.seed,
-                            progress=context.progress)
+                            progress=context.progress, group=distributed.current())
             except TrainingDiverged as err:
-                err.log.to_csv(folder / "training.csv")
+                if writer:
+                    err.log.to_csv(folder / "training.csv")
                 raise Diverged(str(err), training={"objective": spec.objective, **err.log.totals()}) from None
-        log.to_csv(folder / "training.csv")
+        if writer:
+            log.to_csv(folder / "training.csv")
         return log
 
     def _build(self, spec: FlowSpec, theory, context: RunContext):
@@ -296,13 +300,22 @@ class Flow(Sampler):
                              f"{differ[0]!r} depends on the lattice size")
         # Tasks sharing a pretraining (other entries, other processes or Slurm jobs) take its folder's
         # lock: one trains, the others wait and then find its checkpoint at the budget and reuse it.
+        # Distributed, rank 0 alone takes the lock and writes; the other ranks train alongside it.
+        import contextlib
+
+        from suite import distributed
         from suite.harness.rows import file_lock
 
-        folder.mkdir(parents=True, exist_ok=True)
-        with file_lock(folder / PRETRAIN_LOCK):
+        writer = distributed.is_writer()
+        if writer:
+            folder.mkdir(parents=True, exist_ok=True)
+        with file_lock(folder / PRETRAIN_LOCK) if writer else contextlib.nullcontext():
+            if distributed.current() is not None:  # every rank resumes from what rank 0 found under the lock
+                distributed.broadcast_object(None)
             log = self._train(spec, small, theory, Budget(steps=spec.pretrain.budget_steps), folder, context,
                               resume=True)
-            atomic_save(small.state_dict(), folder / "model.pt")
+            if writer:
+                atomic_save(small.state_dict(), folder / "model.pt")
         model.load_state_dict(small.state_dict())
         return {"L": spec.pretrain.L, **log.totals()}
 
@@ -311,21 +324,39 @@ class Flow(Sampler):
 
         return direct_sampling_chain(model, theory, spec.n_samples, spec.sample_batch)
 
+    def _chain_of(self, drawn, context: RunContext):
+        """The chain of what `suite.flow_sampling.draw` returned (observables, log-weights, seconds)."""
+        from suite.flow_sampling import direct_sampling_of
+
+        return direct_sampling_of(*drawn)
+
     def run(self, spec: FlowSpec, theory, context: RunContext):
         import torch
 
+        from suite import distributed
         from suite.training import TrainingLog, atomic_save
 
+        group = distributed.current()
+        if group is not None:
+            distributed.split(spec.n_samples, group, "n_samples")
         torch.manual_seed(context.seed)
         model = self._build(spec, theory, context)
         pretrained = self._pretrained(spec, model, context) if spec.pretrain else None
         log = TrainingLog()
         if spec.has_budget:
             log = self._train(spec, model, theory, spec.budget(), context.run_dir, context, resume=context.resume)
-        atomic_save(model.state_dict(), context.run_dir / "model.pt")
+        if group is None or group.writer:
+            atomic_save(model.state_dict(), context.run_dir / "model.pt")
         model.eval()
         with model_phase(spec.model, "sampling"):
-            chain = self._chain(spec, model, theory, context)
+            if group is None:
+                chain = self._chain(spec, model, theory, context)
+            else:  # each rank draws n_samples / N from its own stream; rank 0 gathers them
+                from suite.flow_sampling import distributed_draw
+
+                torch.manual_seed(distributed.rank_seed(context.seed, group.rank, distributed.SAMPLING))
+                chain = self._chain_of(distributed_draw(model, theory, spec.n_samples, spec.sample_batch, group),
+                                       context)
         training = {
             "objective": spec.objective,
             **log.totals(),
@@ -338,6 +369,8 @@ class Flow(Sampler):
             training["cpu_seconds"] += pretrained["cpu_seconds"]
         chain.info = {"n_samples": spec.n_samples, "seed": context.seed,
                       "dtype": str(context.dtype).removeprefix("torch.")}
+        if group is not None:
+            chain.info["distributed"] = group.info("sliced" if distributed.can_slice(model) else "per-rank")
         if callable(getattr(model, "log_q_integration_error", None)):  # continuous flows: log q has a solver error
             with model_phase(spec.model, "evaluation"):
                 chain.info["log_q_integration_error"] = model.log_q_integration_error(min(spec.n_samples, 1024))
@@ -355,6 +388,11 @@ class FlowMH(Flow):
         from suite.flow_sampling import independence_metropolis_chain
 
         return independence_metropolis_chain(model, theory, spec.n_samples, spec.sample_batch, context.seed)
+
+    def _chain_of(self, drawn, context: RunContext):
+        from suite.flow_sampling import independence_metropolis_of
+
+        return independence_metropolis_of(*drawn, context.seed)
 
 
 register(Flow())

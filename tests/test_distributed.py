@@ -1,0 +1,112 @@
+"""Data-parallel flow training under torchrun (`suite.distributed`), gloo on CPU, two processes."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from suite.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK = ["run", "--entry", "phi4/free/L8", "--sampler", "flow", "--model", "affine", "--hparams", '{"n_layers": 2}',
+        "--batch-size", "16", "--budget-steps", "20", "--n-samples", "256", "--sample-batch", "64"]
+TORCHRUN = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE", "GROUP_RANK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def environment() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN}
+    return {**env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def torchrun(*args, n=2):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(n),
+               "--master-addr", "127.0.0.1", "--master-port", str(free_port()), *args]
+    return subprocess.run(command, cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=300)
+
+
+def training_csv(folder: Path) -> pd.DataFrame:
+    (path,) = folder.glob("runs/*/training.csv")
+    return pd.read_csv(path)
+
+
+def test_two_processes_train_as_one(tmp_path, monkeypatch):
+    for name in TORCHRUN:
+        monkeypatch.delenv(name, raising=False)
+    assert main([*TASK, "--out", str(tmp_path / "one")]) == 0
+    two = torchrun("-m", "suite.cli", *TASK, "--distributed", "--out", str(tmp_path / "two"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("phi4/free/L8 flow seed 0: ESS") == 1  # rank 0 alone prints
+    a, b = training_csv(tmp_path / "one"), training_csv(tmp_path / "two")
+    assert list(a["step"]) == list(b["step"]) == list(range(1, 21))
+    # float32: the mean of the ranks' means against the mean of the whole batch, and what follows from it
+    # (absolute too: per-sample terms are O(10), so a loss near zero carries ~1e-6 of float32 round-off)
+    np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(b["grad_norm"], a["grad_norm"], rtol=1e-4)
+    np.testing.assert_allclose(b["ess"], a["ess"], rtol=1e-4)
+    rows = [json.loads(line) for line in (tmp_path / "two" / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 1
+    assert rows[0]["sampler_info"]["distributed"] == {"world_size": 2, "backend": "gloo", "noise": "sliced"}
+    assert rows[0]["metrics"]["ess"]["n_samples"] == 256  # both ranks' samples, gathered
+    assert rows[0]["run_id"] == json.loads((tmp_path / "one" / "results.jsonl").read_text())["run_id"]
+    files = sorted(str(p.relative_to(tmp_path / "two")) for p in (tmp_path / "two").rglob("*") if p.is_file())
+    run = f"runs/{rows[0]['run_id']}"
+    assert [f for f in files if not f.startswith(".locks/")] == [
+        "results.jsonl", *(f"{run}/{name}" for name in ("chains.npz", "checkpoint.pt", "model.pt", "row.json",
+                                                         "training.csv"))]
+
+
+def test_resume_after_a_signal_to_one_rank_is_bit_for_bit(tmp_path):
+    """float64 through `train`: 2 processes equal 1 to round-off; a SIGTERM to rank 1 alone stops both
+    ranks at the same step, and the resumed run's curve equals the uninterrupted one exactly."""
+    out = tmp_path / "summary.json"
+    done = torchrun(str(ROOT / "tests" / "distributed_worker.py"), str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    single, straight, resumed = (np.array(summary[k]) for k in ("single", "straight", "resumed"))
+    assert single.shape == straight.shape == (12, 5)
+    np.testing.assert_allclose(straight, single, rtol=1e-12, atol=1e-12)
+    assert summary["stopped"] == "SIGTERM" and summary["checkpoint_steps"] == 5
+    assert np.array_equal(resumed, straight)
+
+
+def test_distributed_without_torchrun_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    for name in TORCHRUN:
+        monkeypatch.delenv(name, raising=False)
+    assert main([*TASK, "--distributed", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lftbench: error: --distributed needs the environment torchrun sets" in err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--batch-size", "15"], "the world size 2 must divide batch_size, got 15"),
+    (["--n-samples", "255"], "the world size 2 must divide n_samples, got 255"),
+    (["--sampler", "hmc", "--n-traj", "4"], "sampler 'hmc'"),
+])
+def test_bad_distributed_runs_are_usage_errors(tmp_path, monkeypatch, capsys, extra, message):
+    env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    task = TASK if "hmc" not in extra else TASK[:3]
+    assert main([*task, *extra, "--distributed", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not any(tmp_path.iterdir())  # nothing ran, nothing written
+
+
+def test_torchrun_without_distributed_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main([*TASK, "--out", str(tmp_path)]) == 2
+    assert "started by torchrun with WORLD_SIZE=2: add --distributed" in capsys.readouterr().err
