@@ -14,7 +14,15 @@ from suite.lattice import shift
 from suite.theories import build_theory
 from suite.theories.sun import SUNGauge, gauge_transform, random_gauge_transformation
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    """These tests build real tensors in float64 by default; the setting must not leak into other files."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def configurations(n, lattice, batch=2, seed=0):
