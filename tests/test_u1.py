@@ -20,7 +20,8 @@ from suite.exact.u1 import (chi_t_infinite_volume, log_partition_function, plaqu
 from suite.fields import TorusSpace, wrap_angle
 from suite.stats import gamma_method
 from suite.theories import build_theory
-from suite.theories.u1 import (U1, constant_flux_configuration, creutz_ratio, gauge_transform,
+from suite.theories.base import creutz_ratio
+from suite.theories.u1 import (U1, constant_flux_configuration, gauge_transform,
                                random_gauge_transformation)
 
 TWO_PI = 2 * math.pi

@@ -185,7 +185,7 @@ def plaquette_infinite_volume(beta: float) -> float:
 
 def creutz_from_loops(w: dict[tuple[int, int], float], r: int, t: int) -> float:
     """χ(R,T) from Wilson loop values keyed by (min, max) extents."""
-    from suite.theories.u1 import creutz_ratio
+    from suite.theories.base import creutz_ratio
 
     def get(a, b):
         return w[(min(a, b), max(a, b))]

@@ -73,3 +73,34 @@ def creutz_ratio(w_rt: float, w_r1t1: float, w_rt1: float, w_r1t: float) -> floa
     if not (den != 0 and num / den > 0):
         return float("nan")
     return -math.log(num / den)
+
+
+def creutz_ratios(loop_extent: int) -> dict[str, DerivedQuantity]:
+    """The derived ``creutz_R_T`` for 2 ≤ R ≤ T ≤ ``loop_extent``, from the ``wilson_R_T`` observables."""
+    derived = {}
+    for r in range(2, loop_extent + 1):
+        for t in range(r, loop_extent + 1):
+            derived[f"creutz_{r}_{t}"] = DerivedQuantity(
+                function=creutz_ratio,
+                inputs=(wilson_name(r, t), wilson_name(r - 1, t - 1), wilson_name(r, t - 1), wilson_name(r - 1, t)),
+                description=f"Creutz ratio chi({r},{t}) = -log[W(R,T) W(R-1,T-1) / (W(R,T-1) W(R-1,T))]",
+            )
+    return derived
+
+
+def check_coupling(value, name: str = "beta") -> float:
+    """A coupling as a float: finite and >= 0, or a ValueError naming it."""
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    return value
+
+
+def integer_parameter(value, name: str, minimum: int) -> int:
+    """An integer parameter (catalogue numbers may come as 3.0), >= ``minimum``, or a ValueError naming it."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+

@@ -64,7 +64,7 @@ import torch
 
 from suite.fields import ProjectiveSpace, wrap_angle
 from suite.lattice import shift
-from suite.theories.base import DerivedQuantity, Theory
+from suite.theories.base import DerivedQuantity, Theory, check_coupling, integer_parameter
 from suite.theories.on import fourier_mode_power, stereographic_field
 from suite.theories.phi4 import second_moment_correlation_length
 from suite.theories.registry import TheoryInfo, register_theory
@@ -86,14 +86,8 @@ class CPNModel(Theory):
             raise ValueError(f"CP(N-1) is implemented in two dimensions only, got lattice {list(self.lattice)}")
         if min(self.lattice) < 2:
             raise ValueError(f"lattice extents must be >= 2, got {list(self.lattice)}")
-        if isinstance(n, float) and n.is_integer():
-            n = int(n)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-            raise ValueError(f"N must be an integer >= 2 (CP(N-1)), got {n!r}")
-        self.n = n
-        self.beta = float(beta)
-        if not math.isfinite(self.beta) or self.beta < 0:
-            raise ValueError(f"beta must be finite and >= 0, got {beta}")
+        self.n = integer_parameter(n, "N", 2)
+        self.beta = check_coupling(beta)
         self.params = params if params is not None else {"beta": self.beta, "n": self.n}
         self.field = ProjectiveSpace((*self.lattice, self.n))
 

@@ -56,7 +56,7 @@ import torch
 from suite.fields import SUN, traceless_antihermitian
 from suite import gradient_flow
 from suite.lattice import shift
-from suite.theories.base import DerivedQuantity, Theory, creutz_ratio, wilson_name
+from suite.theories.base import Theory, creutz_ratios
 from suite.theories.registry import ExactSolver, TheoryInfo, lazy, register_theory
 
 CONVENTIONS = ("wilson",)
@@ -216,16 +216,7 @@ class SUNGauge(Theory):
         return obs
 
     def derived_quantities(self):
-        derived = {}
-        n = self.loop_extent
-        for r in range(2, n + 1):
-            for t in range(r, n + 1):
-                derived[f"creutz_{r}_{t}"] = DerivedQuantity(
-                    function=creutz_ratio,
-                    inputs=(wilson_name(r, t), wilson_name(r - 1, t - 1), wilson_name(r, t - 1), wilson_name(r - 1, t)),
-                    description=f"Creutz ratio chi({r},{t}) = -log[W(R,T) W(R-1,T-1) / (W(R,T-1) W(R-1,T))]",
-                )
-        return derived
+        return creutz_ratios(self.loop_extent)
 
 
 def gauge_transform(x: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
