@@ -64,9 +64,8 @@ import torch
 
 from suite.fields import ProjectiveSpace, wrap_angle
 from suite.lattice import shift
-from suite.theories.base import DerivedQuantity, Theory, check_coupling, integer_parameter
-from suite.theories.on import fourier_mode_power, stereographic_field
-from suite.theories.phi4 import second_moment_correlation_length
+from suite.theories.base import Theory, check_coupling, integer_parameter
+from suite.theories.on import fourier_mode_power, stereographic_field, xi2nd_quantity
 from suite.theories.registry import TheoryInfo, register_theory
 
 CONVENTIONS = ("quartic",)
@@ -153,14 +152,7 @@ class CPNModel(Theory):
         }
 
     def derived_quantities(self):
-        if len(set(self.lattice)) != 1:
-            return {}
-        length = self.lattice[0]
-        return {"xi2nd": DerivedQuantity(
-            function=lambda chi, g: second_moment_correlation_length(chi, g, length),
-            inputs=("chi_m", "g_pmin"),
-            description="second-moment correlation length from chi_m and G(p_min) of the projector P",
-        )}
+        return xi2nd_quantity(self.lattice, "chi_m and G(p_min) of the projector P")
 
 
 def random_unitary(n: int, *, generator=None, dtype=torch.complex128) -> torch.Tensor:

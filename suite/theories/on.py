@@ -153,14 +153,19 @@ class ONModel(Theory):
         return obs
 
     def derived_quantities(self):
-        if len(set(self.lattice)) != 1:
-            return {}
-        length = self.lattice[0]
-        return {"xi2nd": DerivedQuantity(
-            function=lambda chi, g: second_moment_correlation_length(chi, g, length),
-            inputs=("chi_m", "g_pmin"),
-            description="second-moment correlation length from chi_m and G(p_min)",
-        )}
+        return xi2nd_quantity(self.lattice, "chi_m and G(p_min)")
+
+
+def xi2nd_quantity(lattice, of: str) -> dict[str, DerivedQuantity]:
+    """``xi2nd`` from the observables ``chi_m`` and ``g_pmin`` on a hypercubic lattice (none otherwise)."""
+    if len(set(lattice)) != 1:
+        return {}
+    length = lattice[0]
+    return {"xi2nd": DerivedQuantity(
+        function=lambda chi, g: second_moment_correlation_length(chi, g, length),
+        inputs=("chi_m", "g_pmin"),
+        description=f"second-moment correlation length from {of}",
+    )}
 
 
 def random_rotation(n: int, *, generator=None, dtype=torch.float64, proper: bool = True) -> torch.Tensor:
