@@ -215,40 +215,54 @@ def thermalise(theory, *, chains: int, n_therm: int, seed: int, settings: HMCSet
 
 
 def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settings: HMCSettings | None = None,
-            dtype=torch.float64, device="cpu", progress: bool | None = None) -> Chain:
-    """Thermalise (adapting the step size) and then measure ``n_traj`` trajectories on ``chains`` chains.
+            dtype=torch.float64, device="cpu", progress: bool | None = None, measure_every: int = 1) -> Chain:
+    """Thermalise (adapting the step size) and then take ``n_traj`` measurements on ``chains`` chains.
 
-    Observables are measured after every trajectory. Reproducible for a given seed on CPU.
+    Observables are measured after every ``measure_every``-th trajectory (for costly observables such
+    as the gradient-flowed topological charge); the Metropolis decisions and ΔH of all
+    ``n_traj × measure_every`` trajectories are kept. Reproducible for a given seed on CPU.
     """
     settings = settings or HMCSettings()
-    if n_traj < 1:
-        raise ValueError(f"need n_traj >= 1, got {n_traj}")
+    if n_traj < 1 or measure_every < 1:
+        raise ValueError(f"need n_traj >= 1 and measure_every >= 1, got {n_traj}, {measure_every}")
     state = thermalise(theory, chains=chains, n_therm=n_therm, seed=seed, settings=settings, dtype=dtype,
                        device=device, progress=progress)
-    # Measurements go into preallocated (chains, n_traj) buffers on the device: no host sync in
-    # the loop, and no per-trajectory tensors (or views of larger ones) kept alive.
-    records = {}
+    # Measurements go into preallocated (chains, n_traj) buffers on the device (the Metropolis
+    # record into (chains, n_traj × measure_every)): no host sync in the loop, and no
+    # per-trajectory tensors (or views of larger ones) kept alive.
+    records, steps = {}, {}
+    n_total = n_traj * measure_every
     start = time.perf_counter()
-    for i in tqdm(range(n_traj), desc="measure", disable=_quiet(progress), leave=False):
+    for i in tqdm(range(n_total), desc="measure", disable=_quiet(progress), leave=False):
         accepted, delta_h = state.trajectory(theory, settings.integrator)
-        for name, value in {"accepted": accepted, "delta_h": delta_h, **theory.observables(state.x)}.items():
-            if name not in records:
-                records[name] = torch.empty((chains, n_traj), dtype=value.dtype, device=value.device)
-            records[name][:, i] = value
+        for name, value in (("accepted", accepted), ("delta_h", delta_h)):
+            steps[name] = _record(steps.get(name), value, i, n_total)
+        if (i + 1) % measure_every == 0:
+            for name, value in theory.observables(state.x).items():
+                records[name] = _record(records.get(name), value, i // measure_every, n_traj)
     if state.x.is_cuda:
         torch.cuda.synchronize(state.x.device)
     sample_seconds = time.perf_counter() - start
 
     records = {k: v.cpu().numpy() for k, v in records.items()}
-    accepted, delta_h = records.pop("accepted"), records.pop("delta_h")
+    accepted, delta_h = (steps[k].cpu().numpy() for k in ("accepted", "delta_h"))
     return Chain(
         observables=records,
         accepted=accepted,
         delta_h=delta_h,
         timings={"thermalisation": state.seconds, "sampling": sample_seconds},
         info={**asdict(settings), "step_size": state.eps, "n_steps": state.n_steps, "chains": chains,
-              "n_therm": n_therm, "n_traj": n_traj, "seed": seed, "dtype": str(dtype).removeprefix("torch.")},
+              "n_therm": n_therm, "n_traj": n_traj, "measure_every": measure_every, "seed": seed,
+              "dtype": str(dtype).removeprefix("torch.")},
     )
+
+
+def _record(buffer: torch.Tensor | None, value: torch.Tensor, i: int, length: int) -> torch.Tensor:
+    """Write ``value`` (chains,) into column i of a (chains, length) buffer allocated on first use."""
+    if buffer is None:
+        buffer = torch.empty((value.shape[0], length), dtype=value.dtype, device=value.device)
+    buffer[:, i] = value
+    return buffer
 
 
 def hmc_ensemble(theory, *, n_configs: int, chains: int, n_therm: int, separation: int, seed: int,

@@ -114,3 +114,15 @@ def test_carried_action_and_force_change_nothing(integrator):
     assert not all(a.all() for _, a, _ in runs[0]) and any(a.any() for _, a, _ in runs[0])  # both kinds happen
     for (x1, a1, d1), (x2, a2, d2) in zip(*runs):
         assert torch.equal(x1, x2) and torch.equal(a1, a2) and torch.equal(d1, d2)
+
+
+def test_measuring_every_kth_trajectory_thins_the_same_chain():
+    """measure_every = 3 runs the same trajectories as measuring each one and keeps every third
+    measurement, while the Metropolis record keeps all of them."""
+    theory = Phi4.from_albergo((4, 4), m2=-4.0, lam=8.0)
+    every = run_hmc(theory, chains=2, n_therm=5, n_traj=6, seed=3)
+    thinned = run_hmc(theory, chains=2, n_therm=5, n_traj=2, seed=3, measure_every=3)
+    assert thinned.observables["chi2"].shape == (2, 2) and thinned.accepted.shape == (2, 6)
+    np.testing.assert_array_equal(thinned.observables["chi2"], every.observables["chi2"][:, 2::3])
+    np.testing.assert_array_equal(thinned.delta_h, every.delta_h)
+    assert thinned.info["measure_every"] == 3

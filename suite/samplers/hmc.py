@@ -1,8 +1,9 @@
 """The ``hmc`` sampler: Hybrid Monte Carlo (`reference.hmc`) on the theory's field space, float64 by default.
 
 ``chains`` independent chains run as one batch: ``n_therm`` thermalisation trajectories (the step
-size adapted towards ``target_acceptance`` when ``adapt``), then ``n_traj`` measured trajectories of
-length ``trajectory_length`` with ``n_steps`` integrator steps (leapfrog or Omelyan).
+size adapted towards ``target_acceptance`` when ``adapt``), then ``n_traj`` measurements, one after
+every ``measure_every`` trajectories of length ``trajectory_length`` with ``n_steps`` integrator steps
+(leapfrog or Omelyan).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ INTEGRATORS = ("leapfrog", "omelyan")
 class HMCSpec:
     chains: int = option(16, min=1, help="independent HMC chains (one batch)")
     n_therm: int = option(500, min=0, flag="--therm", help="thermalisation trajectories (step size adapted)")
-    n_traj: int = option(1000, min=2, flag="--n-traj", help="measured trajectories per chain")
+    n_traj: int = option(1000, min=2, flag="--n-traj", help="measurements per chain")
+    measure_every: int = option(1, min=1, help="trajectories per measurement (for costly observables)")
     integrator: str = option("leapfrog", choices=INTEGRATORS, help="molecular-dynamics integrator")
     n_steps: int = option(10, min=1, help="integrator steps per trajectory (initial value when adapting)")
     trajectory_length: float = option(1.0, above=0, flag="--traj-length", help="trajectory length (default 1)")
@@ -54,14 +56,18 @@ class HMC(Sampler):
 
         chain = run_hmc(theory, chains=spec.chains, n_therm=spec.n_therm, n_traj=spec.n_traj, seed=context.seed,
                         settings=spec.settings(), dtype=context.dtype, device=context.device,
-                        progress=context.progress)
+                        progress=context.progress, measure_every=spec.measure_every)
         return chain, None
 
     def budget_label(self, spec: dict) -> str:
-        return f"{spec['chains']} chains × {spec['n_traj']} trajectories"
+        every = spec.get("measure_every", 1)
+        measured = "trajectories" if every == 1 else f"measurements (every {every})"
+        return f"{spec['chains']} chains × {spec['n_traj']} {measured}"
 
     def statistics(self, info: dict) -> str:
-        return f"{info['chains']} chains x {info['n_traj']} trajectories after {info['n_therm']}"
+        every = info.get("measure_every", 1)
+        measured = f"{info['n_traj']} trajectories" if every == 1 else f"{info['n_traj']} measurements every {every} trajectories"
+        return f"{info['chains']} chains x {measured} after {info['n_therm']}"
 
     def columns(self, row) -> dict:
         from suite.report.tables import format_value
