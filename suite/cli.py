@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of the resumable calibration state (default %(default)s)")
 
     p = sub.add_parser("references", help="print catalogue reference blocks (TOML) computed from result rows")
-    p.add_argument("results", help="results folder of a reference study")
+    p.add_argument("results", help="results folder of a reference study (runs of an entry that differ only in "
+                                   "the seed are pooled: their chains are replicas of one Γ-method analysis)")
     p.add_argument("--study", required=True, help="the study that produced it (named in each block's command)")
     p.add_argument("--observables", default="chi2,abs_mag,e_ising,m_pole,xi2nd",
                    help="comma-separated observables (default %(default)s)")
@@ -574,9 +575,8 @@ def cmd_validate(args) -> int:
 
 
 def cmd_references(args) -> int:
+    from suite.harness.references import reference_blocks
     from suite.harness.rows import read_rows
-    from suite.report.tables import format_value
-    from suite.samplers import plugin_of
 
     if not Path(args.results).is_dir():
         raise UsageError(f"results folder {args.results!r} does not exist")
@@ -584,21 +584,7 @@ def cmd_references(args) -> int:
     if not rows:
         raise UsageError(f"results folder {args.results!r} has no rows")
     names = [n.strip() for n in args.observables.split(",") if n.strip()]
-    for row in rows:
-        info = row.sampler_info
-        print(f"# {row.entry}: paste into its [[entry]]")
-        for name in names:
-            est = row.observables.get(name)
-            if est is None or not est["error"] == est["error"]:
-                print(f"# {name}: not measured or undefined, skipped")
-                continue
-            print(f"[entry.reference.{name}]  # {format_value(est['value'], est['error'])}, "
-                  f"tau_int {est['tau_int']:.3g}")
-            print(f"value = {est['value']!r}\nerror = {est['error']:.3g}")
-            print(f'provenance = "computed: {row.sampler["name"]}, {plugin_of(row.sampler).statistics(info)}, '
-                  f'seed {row.seed}, lftbench {row.suite_version}"')
-            print(f'command = "lftbench run {args.study} --out {args.results}"')
-        print()
+    print(reference_blocks(rows, names, args.study, args.results))
     return 0
 
 

@@ -145,3 +145,30 @@ def test_one_task_of_a_study_runs_alone_by_its_index(tmp_path, capsys):
     assert sorted(r.seed for r in read_rows(out)) == [4, 5]
     assert main(["run", str(study), "--task", "3", "--out", str(out)]) == 2
     assert "--task must be in 1..2" in capsys.readouterr().err
+
+
+def test_references_pool_the_seeds_of_one_spec_as_replicas(tmp_path, capsys):
+    """Two seeds of the same HMC spec give one block whose value and error are the Γ-method over
+    all their chains; the pooled path on a single run reproduces the run's own estimate."""
+    from suite.chain import Chain
+    from suite.harness.references import group_runs, pooled_references
+    from suite.stats import gamma_method
+
+    out = tmp_path / "res"
+    for seed in ("1", "2"):
+        assert main(["run", "--entry", "phi4/free/L8", *TINY, "--seed", seed, "--out", str(out)]) == 0
+    rows = read_rows(out)
+    (group,) = group_runs(rows)
+    assert [r.seed for r in group] == [1, 2]
+    capsys.readouterr()
+    assert main(["references", str(out), "--study", "mine", "--observables", "chi2"]) == 0
+    block = tomllib.loads(capsys.readouterr().out.replace("[entry.", "[e."))["e"]["reference"]["chi2"]
+    replicas = [s for r in group for s in Chain.load(r.artifact("chains")).observables["chi2"]]
+    expected = gamma_method(replicas)
+    assert block["value"] == pytest.approx(expected.value, rel=1e-12)
+    assert block["error"] == pytest.approx(expected.error, rel=1e-2)
+    assert "2 runs (seeds 1, 2) of 4 chains x 60" in block["provenance"]
+    single = gamma_method(list(Chain.load(group[0].artifact("chains")).observables["chi2"]))
+    assert single.value == pytest.approx(group[0].observables["chi2"]["value"], rel=1e-12)
+    assert single.error == pytest.approx(group[0].observables["chi2"]["error"], rel=1e-12)
+    assert pooled_references(group[:1], ["chi2", "nope"])["nope"] is None
