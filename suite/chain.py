@@ -21,6 +21,7 @@ class Chain:
     accepted: np.ndarray | None = None       # (R, N) bool: Metropolis decisions
     delta_h: np.ndarray | None = None        # (R, N) HMC energy violation H_new − H_old
     log_weights: np.ndarray | None = None    # (R, N) −S − log q of importance samples (flow, ais), q normalised
+    target_log_weights: np.ndarray | None = None  # (M,) −S − log q at samples of the target (forward ESS, EUBO)
     timings: dict[str, float] = field(default_factory=dict)   # seconds
     info: dict = field(default_factory=dict)  # sampler settings actually used (step size, ...)
 
@@ -32,7 +33,7 @@ class Chain:
         """Write to ``path`` (.npz) atomically: a crash never leaves a half-written file."""
         path = Path(path)
         arrays = {f"obs/{k}": v for k, v in self.observables.items()}
-        for name in ("accepted", "delta_h", "log_weights"):
+        for name in ("accepted", "delta_h", "log_weights", "target_log_weights"):
             if getattr(self, name) is not None:
                 arrays[name] = getattr(self, name)
         arrays["meta"] = np.array(json.dumps({"timings": self.timings, "info": self.info}))
@@ -58,6 +59,7 @@ class Chain:
                     accepted=data["accepted"] if "accepted" in data.files else None,
                     delta_h=data["delta_h"] if "delta_h" in data.files else None,
                     log_weights=data["log_weights"] if "log_weights" in data.files else None,
+                    target_log_weights=data["target_log_weights"] if "target_log_weights" in data.files else None,
                     timings=meta["timings"],
                     info=meta["info"],
                 )

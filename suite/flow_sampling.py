@@ -42,6 +42,23 @@ def draw(model, theory, n_samples: int, batch_size: int) -> tuple[dict[str, np.n
             log_w.cpu().numpy(), seconds)
 
 
+@torch.no_grad()
+def target_log_weights(model, theory, configs: torch.Tensor, batch_size: int) -> np.ndarray:
+    """log w = −S − log q, shape (M,), at configurations ``configs`` (M, *field shape) drawn from the
+    target (for the forward ESS and the EUBO, `suite.metrics`); S in float64, log q in the model's
+    dtype. The model needs ``log_prob``."""
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    log_w = []
+    for first in range(0, len(configs), batch_size):
+        x = configs[first:first + batch_size]
+        log_q = model.log_prob(x.to(theory.field.field_dtype(dtype)))
+        log_w.append(-theory.action(x) - log_q.to(torch.float64))
+    log_w = torch.cat(log_w)
+    if not torch.isfinite(log_w).all():
+        raise ValueError("the model's log_prob is not finite on some target configurations")
+    return log_w.cpu().numpy()
+
+
 def distributed_draw(model, theory, n_samples: int, batch_size: int, group):
     """`draw` spread over the ranks of ``group`` (`suite.distributed`): each draws ``n_samples / N``
     from its own stream; every rank gets them all, in rank order (seconds: the slowest rank's)."""

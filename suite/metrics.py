@@ -104,7 +104,8 @@ def _reweighted_estimates(chain: Chain, theory, seconds_per_config: float | None
 def sampler_metrics(chain: Chain) -> dict:
     """Acceptance, <exp(−ΔH)> (must be 1 within errors for a correct HMC) and, for importance samplers,
     the ESS with the Pareto k̂ of their weights (`stats.pareto_k`: above 0.7 the ESS is not to be
-    trusted) and log Z = log mean w with its delta-method error (module docstring)."""
+    trusted), log Z = log mean w with its delta-method error (module docstring) and, where the
+    sampler evaluated its density on target samples, the forward ESS and the EUBO."""
     metrics = {}
     if chain.accepted is not None:
         metrics["acceptance"] = float(np.mean(chain.accepted))
@@ -120,6 +121,15 @@ def sampler_metrics(chain: Chain) -> dict:
                           "n_samples": len(log_w), "pareto_k": stats.pareto_k(log_w)}
         log_z, log_z_error = stats.log_mean_weight(log_w)
         metrics["log_z"] = {"value": log_z, "error": log_z_error, "error_method": "delta"}
+    if chain.target_log_weights is not None:
+        # Forward metrics from samples of the target (`stats.forward_effective_sample_size`): the
+        # forward ESS, and EUBO = E_p[log w] ≥ log Z (equality iff q = p; EUBO − log Z = KL(p‖q)),
+        # its error assuming independent target samples.
+        lw = np.asarray(chain.target_log_weights, dtype=float).ravel()
+        metrics["forward_ess"] = {"value": stats.forward_effective_sample_size(lw),
+                                  "error": stats.forward_ess_bootstrap_error(lw), "n_samples": len(lw)}
+        metrics["eubo"] = {"value": float(lw.mean()), "error": float(lw.std(ddof=1) / np.sqrt(len(lw))),
+                           "n_samples": len(lw)}
     if "mag" in chain.observables:
         # Mode coverage: the unweighted fraction of configurations with M > 0 (½ for a Z₂-symmetric
         # target; a flow that collapsed onto one vacuum of the broken phase shows ~0 or ~1).

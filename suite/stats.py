@@ -266,12 +266,36 @@ def ess_bootstrap_error(log_w, n_boot: int = 200, seed: int = 0) -> float:
     seed : int
         Seed of the ``numpy.random.default_rng`` used for resampling.
     """
-    lw = _vector(log_w, "log_w")
+    return _bootstrap_std(_ess, _vector(log_w, "log_w"), n_boot, seed)
+
+
+def _forward_ess(lw: np.ndarray) -> float:
+    return float(min(np.exp(2 * np.log(len(lw)) - logsumexp(lw) - logsumexp(-lw)), 1.0))
+
+
+def forward_effective_sample_size(log_w) -> float:
+    """Forward ESS per sample ``N² / (Σ w · Σ 1/w)`` in ``(0, 1]`` from ``log_w`` of shape (N,)
+    evaluated at samples of the *target* p (not of q).
+
+    With w = p̃/q and x ~ p: E_p[1/w] = 1/Z and E_p[w] = E_q[w²]/Z, so 1/(E_p[w] E_p[1/w]) =
+    Z²/E_q[w²] is the (reverse) ESS per sample of q, estimated here from target samples, where it
+    sees the regions of p that q misses (Blessing et al., arXiv:2406.07423). Invariant under a
+    constant shift of log w, so it needs no normalisation.
+    """
+    return _forward_ess(_vector(log_w, "log_w"))
+
+
+def _bootstrap_std(statistic: Callable[[np.ndarray], float], x: np.ndarray, n_boot: int, seed: int) -> float:
     if n_boot < 2:
         raise ValueError(f"n_boot must be >= 2, got {n_boot}")
     rng = np.random.default_rng(seed)
-    ess = [_ess(lw[rng.integers(0, len(lw), len(lw))]) for _ in range(n_boot)]
-    return float(np.std(ess, ddof=1))
+    return float(np.std([statistic(x[rng.integers(0, len(x), len(x))]) for _ in range(n_boot)], ddof=1))
+
+
+def forward_ess_bootstrap_error(log_w, n_boot: int = 200, seed: int = 0) -> float:
+    """Standard deviation of the forward ESS per sample over ``n_boot`` bootstrap resamples of
+    ``log_w`` (N,) (independent target samples assumed)."""
+    return _bootstrap_std(_forward_ess, _vector(log_w, "log_w"), n_boot, seed)
 
 
 def log_mean_weight(log_w) -> tuple[float, float]:

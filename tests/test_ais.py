@@ -17,6 +17,7 @@ from suite.cli import main
 from suite.exact.free_scalar import free_scalar_exact, gaussian_proposal_ess
 from suite.exact.u1 import u1_exact
 from suite.harness.rows import read_rows
+from suite.chain import Chain
 from suite.metrics import estimate_observables, sampler_metrics
 from suite.samplers import run_sampler
 from suite.theories.phi4 import Phi4
@@ -232,3 +233,44 @@ def test_scaling_section_takes_ais_rows_without_training(tmp_path):
     assert "break-even N" in text
     table = pd.read_csv(tmp_path / "tables" / "break-even.csv")
     assert table.astype(str).apply(lambda c: c.str.contains("ais, 100 temperatures")).any().any()
+
+
+# -- forward metrics from target samples ----------------------------------------------------------
+
+
+def test_forward_ess_and_eubo_of_a_gaussian_proposal_are_exact():
+    """Exact target samples of a free field against the N(0, 1) prior as q: the forward ESS
+    estimates the same exact ESS as the reverse one, and EUBO − log Z is KL(p‖q) =
+    ½ (tr Σ − V − log det Σ) with Σ = K⁻¹."""
+    theory = Phi4((4, 4), J=0.1, A=0.6, B=0.0)
+    kernel = dense_kernel(theory)
+    cov = torch.linalg.inv(kernel)
+    v = theory.volume
+    gen = torch.Generator().manual_seed(11)
+    z = torch.randn(20000, v, dtype=torch.float64, generator=gen)
+    x = (z @ torch.linalg.cholesky(cov).T).reshape(-1, *theory.lattice)
+    log_q = -0.5 * (x.reshape(-1, v) ** 2).sum(1) - 0.5 * v * math.log(2 * math.pi)
+    log_w = (-theory.action(x) - log_q).numpy()
+    ess, ess_error = stats.forward_effective_sample_size(log_w), stats.forward_ess_bootstrap_error(log_w)
+    assert abs(pull(ess, ess_error, gaussian_proposal_ess(theory))) < 4, (ess, ess_error)
+    assert stats.forward_effective_sample_size(log_w + 123.0) == pytest.approx(ess, rel=1e-12)
+    kl = 0.5 * (torch.trace(cov) - v - torch.logdet(cov)).item()
+    eubo = sampler_metrics(Chain(observables={"phi2": np.zeros((1, 1))}, target_log_weights=log_w))["eubo"]
+    assert abs(pull(eubo["value"], eubo["error"], free_scalar_exact(theory)["log_z"] + kl)) < 4, (eubo, kl)
+
+
+def test_flow_rows_carry_forward_ess_and_eubo_from_a_cached_target_ensemble(tmp_path):
+    from suite.cli import main
+
+    flow = ["--sampler", "flow", "--model", "affine", "--budget-steps", "20", "--n-samples", "256",
+            "--target-samples", "128", "--ensemble", '{"chains": 8, "n_therm": 20, "separation": 2}', "--out",
+            str(tmp_path)]
+    for seed in ("0", "1"):
+        assert main(["run", "--entry", "phi4/free/L8", *flow, "--seed", seed]) == 0
+    rows = read_rows(tmp_path)
+    assert len(list((tmp_path / "ensembles").glob("*.pt"))) == 1  # generated once, shared by both seeds
+    for row in rows:
+        m = row.metrics
+        assert 0 < m["forward_ess"]["value"] <= 1 and m["forward_ess"]["n_samples"] == 128
+        assert m["eubo"]["value"] > row.reference["log_z"]["value"] - 4 * m["eubo"]["error"]  # an upper bound
+        assert Chain.load(row.artifact("chains")).target_log_weights.shape == (128,)

@@ -11,7 +11,12 @@ Options: ``model`` (registered name, ``module:function`` or ``file.py:function``
 none), the budget ``budget_steps`` / ``budget_seconds`` / ``target_ess`` (0: no such limit; the
 first reached stops), ``checkpoint_every``, ``n_samples``, ``sample_batch``, ``ensemble`` (the HMC
 training set of forward-kl: ``n_configs``, ``chains``, ``n_therm``, ``separation`` in
-trajectories) and ``pretrain``.
+trajectories), ``target_samples`` and ``pretrain``.
+
+``target_samples = M`` (0: off) evaluates the trained model's ``log_prob`` on M configurations of
+the target — an HMC ensemble with the ``chains``, ``n_therm`` and ``separation`` of ``ensemble``,
+generated once per results folder and entry (`suite.harness.ensembles`) — and records the forward
+ESS and the EUBO (`suite.metrics.sampler_metrics`), which see the modes that q misses.
 
 ``pretrain = {L = 8, budget_steps = 4000}`` first trains the same model, with the same options, on
 the same couplings on an L^d lattice, then loads its parameters into the model for the entry's
@@ -84,6 +89,8 @@ class FlowSpec:
     n_samples: int = option(16384, min=2, help="samples drawn after training")
     sample_batch: int = option(1024, min=1, help="samples drawn per call of the model")
     ensemble: EnsembleSpec = option(EnsembleSpec(), help="forward-kl's HMC training set")
+    target_samples: int = option(0, min=0, help="HMC configurations of the target (chains, n_therm and separation "
+                                                "of ensemble) for the forward ESS and EUBO (0: none)")
     pretrain: PretrainSpec | None = option(None, help='train first on a smaller lattice, e.g. {"L": 8, '
                                                       '"budget_steps": 4000}')
 
@@ -200,6 +207,8 @@ class Flow(Sampler):
             "ess": format_value(ess["value"], ess["error"]) if ess else None,
             "pareto_k": ess.get("pareto_k") if ess else None,  # > 0.7: the ESS is not to be trusted
             "log_z": format_value(metrics["log_z"]["value"], metrics["log_z"]["error"]) if "log_z" in metrics else None,
+            **{name: format_value(metrics[name]["value"], metrics[name]["error"]) if name in metrics else None
+               for name in ("forward_ess", "eubo")},  # from target samples (option target_samples)
             "acceptance": metrics.get("acceptance"),
             "log_q_int_error": log_q_error["max"] if log_q_error else None,  # continuous flows: max |Δ log q|
         }
@@ -330,6 +339,20 @@ class Flow(Sampler):
 
         return direct_sampling_of(*drawn)
 
+    def _target_log_weights(self, spec: FlowSpec, model, theory, context: RunContext):
+        """log w at the folder's cached target ensemble of the entry (`suite.harness.ensembles`)."""
+        from suite.flow_sampling import target_log_weights
+        from suite.harness.ensembles import target_ensemble
+
+        if not callable(getattr(model, "log_prob", None)):
+            raise UsageError(f"model {spec.model!r} has no log_prob(x), which target_samples needs")
+        ens = spec.ensemble
+        configs = target_ensemble(theory, context.entry, context.out, n_configs=spec.target_samples,
+                                  chains=ens.chains, n_therm=ens.n_therm, separation=ens.separation,
+                                  progress=context.progress)
+        with model_phase(spec.model, "evaluation"):
+            return target_log_weights(model, theory, configs.to(context.device), spec.sample_batch)
+
     def run(self, spec: FlowSpec, theory, context: RunContext):
         import torch
 
@@ -371,6 +394,8 @@ class Flow(Sampler):
                       "dtype": str(context.dtype).removeprefix("torch.")}
         if group is not None:
             chain.info["distributed"] = group.info("sliced" if distributed.can_slice(model) else "per-rank")
+        if spec.target_samples and (group is None or group.writer):
+            chain.target_log_weights = self._target_log_weights(spec, model, theory, context)
         if callable(getattr(model, "log_q_integration_error", None)):  # continuous flows: log q has a solver error
             with model_phase(spec.model, "evaluation"):
                 chain.info["log_q_integration_error"] = model.log_q_integration_error(min(spec.n_samples, 1024))
