@@ -146,9 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--wait", action="store_true",
                        help="with a cluster executor: wait for the submitted jobs to end, then show their status")
     group.add_argument("--distributed", action="store_true",
-                       help="data-parallel training of flow tasks over the processes torchrun started "
-                            "(torchrun --nproc-per-node N -m suite.cli run ... --distributed): each draws batch/N, "
-                            "gradients averaged, rank 0 writes")
+                       help="run each task over the processes torchrun started (torchrun --nproc-per-node N "
+                            "-m suite.cli run ... --distributed): flows train data-parallel (each rank batch/N, "
+                            "gradients averaged), hmc splits its chains; rank 0 writes")
 
     p = sub.add_parser("status", help="per task of the studies submitted into a results folder: done, running, "
                                       "pending, failed (with its line) or diverged, and its Slurm job id")
@@ -327,30 +327,41 @@ def _report_failures(outcome) -> int:
     return EXIT_FAILED if outcome.failed else 0
 
 
-def _check_distributed(args, tasks, executor) -> None:
-    """--distributed only under torchrun, locally, for flow tasks whose batch and samples the world size divides."""
+def _check_torchrun(args, work: str) -> int:
+    """The world size of the torchrun launch ``--distributed`` joins (1 without it); a UsageError for
+    --distributed outside torchrun, or for a launch of several processes without it (each would do ``work``)."""
     from suite import distributed
 
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if not args.distributed:
         if distributed.launched() and world > 1:
             raise UsageError(f"started by torchrun with WORLD_SIZE={world}: add --distributed (else every "
-                             "process would run the whole study)")
-        return
+                             f"process would {work})")
+        return 1
     if not distributed.launched():
-        distributed.initialize(args.device)  # raises the one-line UsageError naming what is missing
+        distributed.initialize(args.device, args.command)  # raises the one-line UsageError naming what is missing
+    return world
+
+
+def _check_distributed(args, tasks, executor) -> None:
+    """--distributed only under torchrun, locally, for tasks of samplers that split over ranks
+    (`suite.samplers.base.Sampler.split_over_ranks`), with counts the world size divides."""
+    world = _check_torchrun(args, "run the whole study")
+    if not args.distributed:
+        return
     if executor is not None:
         raise UsageError("--distributed runs the tasks here, in the processes torchrun started; "
                          "not with a cluster executor")
-    from suite.samplers import parse_spec
-    from suite.samplers.flow import Flow
+    from suite.samplers import parse_spec, samplers
 
     for task in tasks:
         plugin, spec = parse_spec(task.sampler)
-        if not isinstance(plugin, Flow):
-            raise UsageError(f"--distributed trains flows; sampler {plugin.name!r} ({task.entry_id}) does not "
-                             "run distributed")
-        for what, value in (("batch_size", spec.batch_size), ("n_samples", spec.n_samples)):
+        if plugin.split_over_ranks is None:
+            able = ", ".join(name for name, p in samplers().items() if p.split_over_ranks is not None)
+            raise UsageError(f"--distributed runs the samplers {able}; sampler {plugin.name!r} ({task.entry_id}) "
+                             "does not run distributed")
+        for what in plugin.split_over_ranks:
+            value = getattr(spec, what)
             if value % world:
                 raise UsageError(f"--distributed: the world size {world} must divide {what}, got {value} "
                                  f"({task.entry_id})")
