@@ -210,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, help="untimed calls before timing (default 2)")
     p.add_argument("--min-seconds", type=float, dest="min_seconds", help="shortest measurement (default 0.2 s)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training steps/s over the processes torchrun started (torchrun "
+                        "--nproc-per-node N -m suite.cli throughput --distributed ...; workload training, each "
+                        "rank batch/N); rank 0 writes, and prints the speedup over the folder's one-rank rows")
 
     p = sub.add_parser("validate", help="check HMC against the catalogue's reference values")
     p.add_argument("--tier", default="quick")
@@ -614,9 +618,12 @@ def cmd_references(args) -> int:
 
 
 def cmd_throughput(args) -> int:
-    from suite.throughput import Settings, run_throughput
+    from suite.throughput import Settings, check_distributed, run_throughput
 
     _check_device(args.device)
+    world = _check_torchrun(args, "time every cell on its own")
+    if args.distributed and args.workloads is None:
+        args.workloads = ["training"]
     given = {k: getattr(args, k) for k in ("dtype", "sizes", "batch", "max_sites", "workloads", "flows", "objectives",
                                            "warmup", "repeats", "min_seconds", "seed") if getattr(args, k) is not None}
     try:
@@ -624,7 +631,17 @@ def cmd_throughput(args) -> int:
                             **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
     except ValueError as err:
         raise UsageError(str(err)) from None
-    run_throughput(settings, args.out)
+    if not args.distributed:
+        run_throughput(settings, args.out)
+        return 0
+    from suite import distributed
+
+    check_distributed(settings, world)  # before joining the other ranks
+    group = distributed.initialize(args.device, args.command)
+    try:
+        run_throughput(settings, args.out, group=group)
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -1,5 +1,5 @@
 """Under torchrun (`suite.distributed`), gloo on CPU, two processes: data-parallel flow training, HMC chains
-split over the ranks."""
+split over the ranks, data-parallel training throughput."""
 
 import json
 import os
@@ -14,6 +14,8 @@ import pytest
 
 from suite.chain import Chain
 from suite.cli import main
+from suite.harness.rows import read_records
+from suite.report.throughput import throughput_table
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = ["run", "--entry", "phi4/free/L8", "--sampler", "flow", "--model", "affine", "--hparams", '{"n_layers": 2}',
@@ -123,6 +125,25 @@ def test_hmc_chains_split_over_two_ranks_are_one_process_chains(tmp_path, monkey
         assert np.array_equal(a.accepted, b.accepted) and np.array_equal(a.delta_h, b.delta_h)
         for name, values in a.observables.items():
             assert values.shape == (4, 5) and np.array_equal(values, b.observables[name]), (row["entry"], name)
+
+
+def test_throughput_over_two_ranks_scales_against_one(tmp_path, monkeypatch):
+    for name in TORCHRUN:
+        monkeypatch.delenv(name, raising=False)
+    cell = ["throughput", "--out", str(tmp_path), "--sizes", "4", "--batch", "8", "--flows", "affine",
+            "--objectives", "reverse-kl", "--repeats", "2", "--warmup", "1", "--min-seconds", "0"]
+    assert main([*cell, "--workloads", "training"]) == 0
+    two = torchrun("-m", "suite.cli", *cell, "--distributed")
+    assert two.returncode == 0, two.stderr[-3000:]
+    one, both = read_records(tmp_path, "throughput")
+    assert (one["world_size"], one["backend"], both["world_size"], both["backend"]) == (1, None, 2, "gloo")
+    assert both["workload"] == "training" and both["batch"] == 8 and both["steps_per_second"] > 0
+    (line,) = [line for line in two.stdout.splitlines() if "speedup" in line]  # rank 0 alone prints
+    assert line.startswith("training affine reverse-kl (2 ranks)") and "efficiency" in line
+    table = throughput_table([one, both])
+    speedup = both["steps_per_second"] / one["steps_per_second"]
+    assert list(table["ranks"]) == [1, 2] and table["speedup"][1] == pytest.approx(speedup)
+    assert table["efficiency"][1] == pytest.approx(speedup / 2) and pd.isna(table["efficiency"][0])
 
 
 def test_distributed_without_torchrun_is_a_usage_error(tmp_path, monkeypatch, capsys):
