@@ -30,8 +30,8 @@ numbers and each rank's generator stays in the state of a one-process run's. The
 adaptation and the stability guard read the ΔH of all chains (gathered, in rank order). The
 result — every chain's observables, accept flags and ΔH, the step size — is bit for bit that of
 one process with the same chains and seed, as long as the theory computes each configuration
-independently of the others in the batch (checked on CPU, one thread per process); the ranks
-draw N times the momenta they integrate, cheap beside the force evaluations of a trajectory.
+independently of the others in the batch (checked on CPU, one thread per process). The price: each
+rank draws N times the momenta it integrates.
 """
 
 from __future__ import annotations

@@ -595,7 +595,7 @@ def run_throughput(settings: Settings, out, log: Callable[[str], None] = print, 
             if skip is None:
                 try:
                     row = measure_cell(workload, flow, objective, factory, L, settings, group)
-                except torch.cuda.OutOfMemoryError:  # distributed, one rank's ends the launch
+                except torch.cuda.OutOfMemoryError:  # distributed: unless every rank runs out, the launch fails
                     torch.cuda.empty_cache()
                     skip = f"out of memory at L = {L}"
             if skip is not None:
