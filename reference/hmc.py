@@ -21,6 +21,17 @@ The step size is adapted during the first three quarters of thermalisation by du
 fixed trajectory length, and then frozen; in the last quarter any diverging trajectory (non-
 finite energy) shortens the step by a quarter. Only frozen-step trajectories are measured, so
 the chain is exact.
+
+Chains split over ranks (``group``, a `suite.distributed.Group` of a torchrun launch): ``chains`` is
+the whole batch, which the world size N must divide, and rank r runs chains r·b … (r+1)·b − 1
+(b = chains/N). Every rank seeds the generator alike and draws each random number of the *whole*
+batch — prior, momenta, Metropolis uniforms — keeping its own rows, so no two ranks use the same
+numbers and each rank's generator stays in the state of a one-process run's. The step-size
+adaptation and the stability guard read the ΔH of all chains (gathered, in rank order). The
+result — every chain's observables, accept flags and ΔH, the step size — is bit for bit that of
+one process with the same chains and seed, as long as the theory computes each configuration
+independently of the others in the batch (checked on CPU, one thread per process). The price: each
+rank draws N times the momenta it integrates.
 """
 
 from __future__ import annotations
@@ -108,8 +119,32 @@ def evolve(theory, x, p, action, force, eps: float, n_steps: int, integrator: st
     return x_new, action_new, force_new, space.kinetic_energy(p_new) + action_new - h_old
 
 
-def hmc_trajectory(theory, x, eps, n_steps, integrator="leapfrog", generator=None, cache=None, evolve=evolve):
-    """One HMC update of every chain in the batch.
+def _whole(x, group):
+    """``x`` tiled to the whole batch of all ranks' chains (``x`` itself in one process): the shape of a draw
+    for every chain (rows r·b … (r+1)·b − 1 are x; the momenta of a sphere depend on them)."""
+    return x if group is None else x.repeat(group.world_size, *([1] * (x.dim() - 1)))
+
+
+def _mine(whole, group):
+    """This rank's rows of a draw for the whole batch (all of it in one process)."""
+    if group is None:
+        return whole
+    b = whole.shape[0] // group.world_size
+    return whole[group.rank * b:(group.rank + 1) * b]
+
+
+def _gathered(tensor, group):
+    """Every rank's rows of ``tensor`` in rank order: the whole batch's (``tensor`` itself in one process)."""
+    if group is None:
+        return tensor
+    from suite import distributed
+
+    return distributed.all_gather_tensor(tensor)
+
+
+def hmc_trajectory(theory, x, eps, n_steps, integrator="leapfrog", generator=None, cache=None, evolve=evolve,
+                   group=None):
+    """One HMC update of every chain in the batch (this rank's chains, with ``group``; module docstring).
 
     Returns (x_new, accepted (B,) bool, delta_h (B,)). A trajectory that diverged (non-finite
     energy) gets ΔH = +inf and is rejected. ``cache``: a dict passed unchanged to every call on
@@ -121,11 +156,12 @@ def hmc_trajectory(theory, x, eps, n_steps, integrator="leapfrog", generator=Non
     cache = {} if cache is None else cache
     if cache.get("x") is not x:
         cache.update(x=x, action=theory.action(x), force=theory.force(x))
-    p = theory.field.momenta(x, generator=generator)
+    p = _mine(theory.field.momenta(_whole(x, group), generator=generator), group)
     x_new, action_new, force_new, delta_h = evolve(theory, x, p, cache["action"], cache["force"], eps, n_steps,
                                                    integrator)
     delta_h = torch.nan_to_num(delta_h, nan=math.inf, posinf=math.inf)  # a diverged trajectory: ΔH = +inf
-    u = torch.rand(delta_h.shape, generator=generator, dtype=delta_h.dtype, device=delta_h.device)
+    u = _mine(torch.rand(_whole(delta_h, group).shape, generator=generator, dtype=delta_h.dtype,
+                         device=delta_h.device), group)
     accepted = torch.log(u) < -delta_h
     mask = accepted.view(-1, *([1] * (x.dim() - 1)))
     x_out = torch.where(mask, x_new, x)
@@ -177,22 +213,29 @@ class Thermalised:
     generator: torch.Generator
     seconds: float
     cache: dict = field(default_factory=dict)  # action and force of x (see `hmc_trajectory`)
+    group: object = None  # a `suite.distributed.Group`: x holds this rank's chains
 
     def trajectory(self, theory, integrator: str):
         """Advance every chain by one trajectory at the frozen step; returns (accepted, delta_h)."""
         self.x, accepted, delta_h = hmc_trajectory(theory, self.x, self.eps, self.n_steps, integrator,
-                                                   self.generator, self.cache)
+                                                   self.generator, self.cache, group=self.group)
         return accepted, delta_h
 
 
 def thermalise(theory, *, chains: int, n_therm: int, seed: int, settings: HMCSettings | None = None,
-               dtype=torch.float64, device="cpu", progress: bool | None = None) -> Thermalised:
-    """Start ``chains`` chains from the prior and run ``n_therm`` trajectories, adapting the step size."""
+               dtype=torch.float64, device="cpu", progress: bool | None = None, group=None) -> Thermalised:
+    """Start ``chains`` chains from the prior and run ``n_therm`` trajectories, adapting the step size.
+
+    ``group``: split the chains over its ranks (module docstring); x then holds this rank's."""
     settings = settings or HMCSettings()
     if chains < 1 or n_therm < 0:
         raise ValueError(f"need chains >= 1 and n_therm >= 0; got {chains}, {n_therm}")
+    if group is not None:
+        from suite import distributed
+
+        distributed.split(chains, group, "chains")
     generator = torch.Generator(device=device).manual_seed(seed)
-    x = theory.field.prior_sample(chains, generator=generator, dtype=dtype, device=device)
+    x = _mine(theory.field.prior_sample(chains, generator=generator, dtype=dtype, device=device), group)
     n_steps = settings.n_steps
     eps = settings.trajectory_length / n_steps
     n_adapt = int(ADAPT_FRACTION * n_therm) if settings.adapt else 0
@@ -201,7 +244,9 @@ def thermalise(theory, *, chains: int, n_therm: int, seed: int, settings: HMCSet
 
     start = time.perf_counter()
     for i in tqdm(range(n_therm), desc="thermalise", disable=_quiet(progress), leave=False):
-        x, _, delta_h = hmc_trajectory(theory, x, eps, n_steps, settings.integrator, generator, cache)
+        x, _, delta_h = hmc_trajectory(theory, x, eps, n_steps, settings.integrator, generator, cache, group=group)
+        if settings.adapt:  # the adaptation and the guard read every chain's ΔH
+            delta_h = _gathered(delta_h, group)
         if i < n_adapt:
             prob = torch.exp(-delta_h.clamp(min=0)).mean().item()
             next_eps = adapter.update(prob) if i < n_adapt - 1 else adapter.final
@@ -211,22 +256,25 @@ def thermalise(theory, *, chains: int, n_therm: int, seed: int, settings: HMCSet
             # unstable where the quartic force is stiff) shortens the step by a quarter.
             n_steps = math.ceil(1.25 * n_steps)
         eps = settings.trajectory_length / n_steps
-    return Thermalised(x, eps, n_steps, generator, time.perf_counter() - start, cache)
+    return Thermalised(x, eps, n_steps, generator, time.perf_counter() - start, cache, group)
 
 
 def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settings: HMCSettings | None = None,
-            dtype=torch.float64, device="cpu", progress: bool | None = None, measure_every: int = 1) -> Chain:
+            dtype=torch.float64, device="cpu", progress: bool | None = None, measure_every: int = 1,
+            group=None) -> Chain:
     """Thermalise (adapting the step size) and then take ``n_traj`` measurements on ``chains`` chains.
 
     Observables are measured after every ``measure_every``-th trajectory (for costly observables such
     as the gradient-flowed topological charge); the Metropolis decisions and ΔH of all
     ``n_traj × measure_every`` trajectories are kept. Reproducible for a given seed on CPU.
+    ``group``: the chains split over its ranks (module docstring); every rank returns the whole
+    chain, its records gathered in rank order, its seconds the slowest rank's.
     """
     settings = settings or HMCSettings()
     if n_traj < 1 or measure_every < 1:
         raise ValueError(f"need n_traj >= 1 and measure_every >= 1, got {n_traj}, {measure_every}")
     state = thermalise(theory, chains=chains, n_therm=n_therm, seed=seed, settings=settings, dtype=dtype,
-                       device=device, progress=progress)
+                       device=device, progress=progress, group=group)
     # Measurements go into preallocated (chains, n_traj) buffers on the device (the Metropolis
     # record into (chains, n_traj × measure_every)): no host sync in the loop, and no
     # per-trajectory tensors (or views of larger ones) kept alive.
@@ -242,15 +290,20 @@ def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settin
                 records[name] = _record(records.get(name), value, i // measure_every, n_traj)
     if state.x.is_cuda:
         torch.cuda.synchronize(state.x.device)
-    sample_seconds = time.perf_counter() - start
+    seconds = {"thermalisation": state.seconds, "sampling": time.perf_counter() - start}
+    if group is not None:
+        from suite import distributed
 
-    records = {k: v.cpu().numpy() for k, v in records.items()}
-    accepted, delta_h = (steps[k].cpu().numpy() for k in ("accepted", "delta_h"))
+        ranks = distributed.all_gather_object(seconds)
+        seconds = {k: max(part[k] for part in ranks) for k in seconds}
+
+    records = {k: _gathered(v, group).cpu().numpy() for k, v in records.items()}
+    accepted, delta_h = (_gathered(steps[k], group).cpu().numpy() for k in ("accepted", "delta_h"))
     return Chain(
         observables=records,
         accepted=accepted,
         delta_h=delta_h,
-        timings={"thermalisation": state.seconds, "sampling": sample_seconds},
+        timings=seconds,
         info={**asdict(settings), "step_size": state.eps, "n_steps": state.n_steps, "chains": chains,
               "n_therm": n_therm, "n_traj": n_traj, "measure_every": measure_every, "seed": seed,
               "dtype": str(dtype).removeprefix("torch.")},

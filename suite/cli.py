@@ -146,9 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--wait", action="store_true",
                        help="with a cluster executor: wait for the submitted jobs to end, then show their status")
     group.add_argument("--distributed", action="store_true",
-                       help="data-parallel training of flow tasks over the processes torchrun started "
-                            "(torchrun --nproc-per-node N -m suite.cli run ... --distributed): each draws batch/N, "
-                            "gradients averaged, rank 0 writes")
+                       help="run each task over the processes torchrun started (torchrun --nproc-per-node N "
+                            "-m suite.cli run ... --distributed): flows train data-parallel (each rank batch/N, "
+                            "gradients averaged), hmc splits its chains; rank 0 writes")
 
     p = sub.add_parser("status", help="per task of the studies submitted into a results folder: done, running, "
                                       "pending, failed (with its line) or diverged, and its Slurm job id")
@@ -211,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, help="untimed calls before timing (default 2)")
     p.add_argument("--min-seconds", type=float, dest="min_seconds", help="shortest measurement (default 0.2 s)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training steps/s over the processes torchrun started (torchrun "
+                        "--nproc-per-node N -m suite.cli throughput --distributed ...; workload training, each "
+                        "rank batch/N); rank 0 writes, and prints the speedup over the folder's one-rank rows")
 
     p = sub.add_parser("validate", help="check HMC against the catalogue's reference values")
     p.add_argument("--tier", default="quick")
@@ -328,30 +332,41 @@ def _report_failures(outcome) -> int:
     return EXIT_FAILED if outcome.failed else 0
 
 
-def _check_distributed(args, tasks, executor) -> None:
-    """--distributed only under torchrun, locally, for flow tasks whose batch and samples the world size divides."""
+def _check_torchrun(args, work: str) -> int:
+    """The world size of the torchrun launch ``--distributed`` joins (1 without it); a UsageError for
+    --distributed outside torchrun, or for a launch of several processes without it (each would do ``work``)."""
     from suite import distributed
 
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if not args.distributed:
         if distributed.launched() and world > 1:
             raise UsageError(f"started by torchrun with WORLD_SIZE={world}: add --distributed (else every "
-                             "process would run the whole study)")
-        return
+                             f"process would {work})")
+        return 1
     if not distributed.launched():
-        distributed.initialize(args.device)  # raises the one-line UsageError naming what is missing
+        distributed.initialize(args.device, args.command)  # raises the one-line UsageError naming what is missing
+    return world
+
+
+def _check_distributed(args, tasks, executor) -> None:
+    """--distributed only under torchrun, locally, for tasks of samplers that split over ranks
+    (`suite.samplers.base.Sampler.split_over_ranks`), with counts the world size divides."""
+    world = _check_torchrun(args, "run the whole study")
+    if not args.distributed:
+        return
     if executor is not None:
         raise UsageError("--distributed runs the tasks here, in the processes torchrun started; "
                          "not with a cluster executor")
-    from suite.samplers import parse_spec
-    from suite.samplers.flow import Flow
+    from suite.samplers import parse_spec, samplers
 
     for task in tasks:
         plugin, spec = parse_spec(task.sampler)
-        if not isinstance(plugin, Flow):
-            raise UsageError(f"--distributed trains flows; sampler {plugin.name!r} ({task.entry_id}) does not "
-                             "run distributed")
-        for what, value in (("batch_size", spec.batch_size), ("n_samples", spec.n_samples)):
+        if plugin.split_over_ranks is None:
+            able = ", ".join(name for name, p in samplers().items() if p.split_over_ranks is not None)
+            raise UsageError(f"--distributed runs the samplers {able}; sampler {plugin.name!r} ({task.entry_id}) "
+                             "does not run distributed")
+        for what in plugin.split_over_ranks:
+            value = getattr(spec, what)
             if value % world:
                 raise UsageError(f"--distributed: the world size {world} must divide {what}, got {value} "
                                  f"({task.entry_id})")
@@ -589,9 +604,12 @@ def cmd_references(args) -> int:
 
 
 def cmd_throughput(args) -> int:
-    from suite.throughput import Settings, run_throughput
+    from suite.throughput import Settings, check_distributed, run_throughput
 
     _check_device(args.device)
+    world = _check_torchrun(args, "time every cell on its own")
+    if args.distributed and args.workloads is None:
+        args.workloads = ["training"]
     given = {k: getattr(args, k) for k in ("dtype", "sizes", "batch", "max_sites", "workloads", "flows", "objectives",
                                            "warmup", "repeats", "min_seconds", "seed") if getattr(args, k) is not None}
     try:
@@ -599,7 +617,17 @@ def cmd_throughput(args) -> int:
                             **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
     except ValueError as err:
         raise UsageError(str(err)) from None
-    run_throughput(settings, args.out)
+    if not args.distributed:
+        run_throughput(settings, args.out)
+        return 0
+    from suite import distributed
+
+    check_distributed(settings, world)  # before joining the other ranks
+    group = distributed.initialize(args.device, args.command)
+    try:
+        run_throughput(settings, args.out, group=group)
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -1,7 +1,9 @@
-"""Data-parallel training of the flow samplers over processes launched by ``torchrun``.
+"""One task over the processes launched by ``torchrun``: data-parallel flow training, HMC chains split.
 
 ``torchrun --nproc-per-node N -m suite.cli run ... --distributed`` starts N processes (ranks); each
-runs the same task. What is divided, and how the result stays that of one process:
+runs the same task. The samplers that run so name the spec counts they divide among the ranks
+(`suite.samplers.base.Sampler.split_over_ranks`). For the flows, what is divided, and how the result
+stays that of one process:
 
 Seed streams
     Every rank seeds torch's global RNG alike, so every rank draws the *whole* batch's latent
@@ -32,7 +34,10 @@ Agreement
     rank 0's (the CPU seconds the sum over ranks), and a SIGINT/SIGTERM seen by any rank stops all
     of them at the same step boundary, with a checkpoint.
 
-Only the flow samplers (``flow``, ``flow-mh``) run distributed; HMC chains are not split.
+HMC (``hmc``) splits its chains: rank r runs chains r·C/N … (r+1)·C/N − 1, drawing the whole batch's
+random numbers and keeping its rows as above; rank 0 gathers the chains, bit for bit those of one
+process (`reference.hmc`). ``lftbench throughput --distributed`` times the flows' data-parallel
+training step (`suite.throughput`).
 """
 
 from __future__ import annotations
@@ -77,13 +82,14 @@ def is_writer() -> bool:
     return _current is None or _current.writer
 
 
-def initialize(device: str) -> Group:
-    """Join the torchrun launch (gloo on CPU, nccl on CUDA); UsageError outside torchrun."""
+def initialize(device: str, command: str = "run") -> Group:
+    """Join the torchrun launch (gloo on CPU, nccl on CUDA); UsageError outside torchrun, naming how to
+    launch ``lftbench command``."""
     global _current
     missing = [name for name in ENVIRONMENT if name not in os.environ]
     if missing:
         raise UsageError(f"--distributed needs the environment torchrun sets ({', '.join(missing)} missing); "
-                         "launch with: torchrun --nproc-per-node N -m suite.cli run ... --distributed")
+                         f"launch with: torchrun --nproc-per-node N -m suite.cli {command} ... --distributed")
     import torch
     import torch.distributed as dist
 

@@ -50,6 +50,19 @@ high-water mark (CPU). A training size is skipped when its projection from the s
 saved bytes (× 2 for gradients and temporaries) exceeds the free memory, and a CUDA out-of-memory
 error skips the larger sizes of that workload; both leave a row with ``status`` saying why.
 
+Data-parallel training (``group``, a `suite.distributed.Group`: ``torchrun --nproc-per-node N -m
+suite.cli throughput --distributed``): the ``training`` workload alone, each step the one
+`suite.training.train` takes over the ranks — every rank draws the whole batch's noise and keeps its
+slice of ``batch / N`` (the world size must divide the batch at every L), the gradients summed with
+one all_reduce and divided by N; not included are train's per-step bookkeeping (the gathered loss and
+ESS, the exchange of clocks and signals), as the one-process cell leaves out its logging. The ranks
+agree on rank 0's call counts and memory skips; the seconds are rank 0's (the ranks keep step at
+every all_reduce), and ``background_cpus`` counts the other ranks of the node too. Rank 0 alone
+writes rows and prints. Every row records ``world_size`` (1 outside torchrun) and ``backend``
+(None outside torchrun); the scaling of a row of N ranks is taken against the latest one-rank row of
+the same cell in the folder (`suite.report.throughput.scaling`): speedup = steps/s at N ranks ÷
+steps/s at one, efficiency = speedup / N, both at the same total batch (strong scaling).
+
 Rows (``kind = "throughput"``) go to ``OUT/results.jsonl`` through the harness's atomic writer;
 ``lftbench report`` draws them against the volume.
 """
@@ -68,10 +81,11 @@ from typing import Callable
 
 import torch
 
-from suite import __version__
+from suite import __version__, distributed
+from suite.errors import UsageError
 from suite.harness.results import device_name, now, prepare_output_folder, provenance
-from suite.harness.rows import append_record
-from suite.report.throughput import KIND, label
+from suite.harness.rows import append_record, read_records
+from suite.report.throughput import KIND, label, scaling
 
 WORKLOADS = ("hmc", "sampling", "training")  # the default run
 EXTRA_WORKLOADS = ("hmc-uncarried", "hmc-plain", "hmc-sun", "forward")  # opt-in
@@ -199,22 +213,24 @@ class BackgroundLoad:
         return max(0.0, (busy - self.busy - own) / wall) if wall > 0 else None
 
 
-def time_call(call, device: torch.device, *, warmup: int, repeats: int, min_seconds: float) -> dict:
-    """Warm up, calibrate, then time ``repeats`` measurements; seconds per call (median) and spread."""
+def time_call(call, device: torch.device, *, warmup: int, repeats: int, min_seconds: float,
+              agree: Callable[[int], int] = lambda n: n) -> dict:
+    """Warm up, calibrate, then time ``repeats`` measurements; seconds per call (median) and spread.
+    ``agree``: the call count every process uses, from its own (distributed: rank 0's)."""
     warm = [_measure(call, 1, device) for _ in range(warmup)]  # synchronised at the end of each
 
     def calls_for(seconds_per_call: float) -> int:
         return max(1, min(100_000, math.ceil(min_seconds / max(seconds_per_call, 1e-9))))
 
-    n = calls_for(min(warm))
+    n = agree(calls_for(min(warm)))
     load = BackgroundLoad().start()
     per_call, counts = [], []
     for _ in range(repeats):
         seconds = _measure(call, n, device)
         per_call.append(seconds / n)
         counts.append(n)
-        if min_seconds > 0 and seconds > 4 * min_seconds:  # a disturbed warm-up made n too large
-            n = calls_for(seconds / n)
+        disturbed = min_seconds > 0 and seconds > 4 * min_seconds  # a disturbed warm-up made n too large
+        n = agree(calls_for(seconds / n) if disturbed else n)
     median = statistics.median(per_call)
     return {"seconds_per_call": median, "spread": (max(per_call) - min(per_call)) / median,
             "calls_per_repeat": statistics.median_low(counts), "repeats": repeats,
@@ -440,25 +456,44 @@ def forward_call(L: int, settings: Settings, name: str):
     return _with_parameters(call, flow)
 
 
-def training_call(L: int, settings: Settings, name: str, objective: str):
-    """One optimiser step of ``objective`` on a batch per call."""
+def training_call(L: int, settings: Settings, name: str, objective: str, group=None):
+    """One optimiser step of ``objective`` on a batch per call; with ``group``, the data-parallel step
+    (rank r: slice r of the whole batch's noise, gradients all-reduced; module docstring)."""
     from suite.training import PathGradient, ReverseKL
 
     flow = flow_model(name, L, settings, "training")
     target = {"reverse-kl": ReverseKL, "path-gradient": PathGradient}[objective](phi4(L))
     loss = compiled(target.loss) if settings.compile else target.loss
-    optimizer = torch.optim.AdamW(flow.parameters(), lr=LR)
+    params = [p for p in flow.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=LR)
     batch = settings.batch_at(L)
+    if group is not None:
+        batch = distributed.split(batch, group, "batch")
+        target.shard = (group.rank, group.world_size)
+        flow.prior = distributed.SlicedPrior(flow.prior, group.rank, group.world_size)
 
     def call():
         optimizer.zero_grad(set_to_none=True)
         value, _ = loss(flow, batch, 1)
         value.backward()
+        if group is not None:
+            distributed.average_gradients(params)
         optimizer.step()
     return _with_parameters(call, flow)
 
 
-def cells(settings: Settings):
+def check_distributed(settings: Settings, world_size: int) -> None:
+    """A UsageError unless data-parallel timing can measure ``settings`` over ``world_size`` ranks."""
+    if set(settings.workloads) != {"training"}:
+        raise UsageError(f"--distributed times data-parallel flow training: --workloads training, got "
+                         f"{' '.join(settings.workloads)}")
+    for L in settings.lattice_sizes("training"):
+        if settings.batch_at(L) % world_size:
+            raise UsageError(f"--distributed: the world size {world_size} must divide the batch, got "
+                             f"{settings.batch_at(L)} at L = {L}")
+
+
+def cells(settings: Settings, group=None):
     """(workload, flow or None, objective or None, factory(L) -> call) in the order measured."""
     chosen = settings.workloads
     if "hmc" in chosen:
@@ -477,7 +512,7 @@ def cells(settings: Settings):
         if "training" in chosen:
             for objective in settings.objectives:
                 yield ("training", name, objective,
-                       lambda L, name=name, objective=objective: training_call(L, settings, name, objective))
+                       lambda L, name=name, objective=objective: training_call(L, settings, name, objective, group))
 
 
 # --------------------------------------------------------------------------------------------
@@ -507,13 +542,14 @@ def _row(workload, flow, objective, L, settings: Settings, **values) -> dict:
     }
 
 
-def measure_cell(workload, flow, objective, factory, L, settings: Settings) -> dict:
-    """Time one (workload, L) cell; the row's ``status`` is "ok"."""
-    device = torch.device(settings.device)
+def measure_cell(workload, flow, objective, factory, L, settings: Settings, group=None) -> dict:
+    """Time one (workload, L) cell (with ``group``: on every rank, at rank 0's call counts); status "ok"."""
+    device = torch.device(distributed.rank_device(settings.device, group))
     call = factory(L)
     saved = saved_tensor_bytes(call) if workload == "training" else None  # also a warm-up call
     timing = time_call(call, device, warmup=settings.warmup, repeats=settings.repeats,
-                       min_seconds=settings.min_seconds)
+                       min_seconds=settings.min_seconds,
+                       agree=lambda n: n if group is None else distributed.broadcast_object(n))
     per_second, batch = 1.0 / timing["seconds_per_call"], settings.batch_at(L, workload)
     return _row(workload, flow, objective, L, settings, status="ok", **timing,
                 configs_per_second=batch * per_second,
@@ -524,13 +560,29 @@ def measure_cell(workload, flow, objective, factory, L, settings: Settings) -> d
                 **(call.extras() if hasattr(call, "extras") else {}))
 
 
-def run_throughput(settings: Settings, out, log: Callable[[str], None] = print) -> list[dict]:
-    """Measure every cell, append each row to ``out/results.jsonl`` as it is done; returns the rows."""
-    out = prepare_output_folder(out)
-    device = torch.device(settings.device)
-    common = {"provenance": provenance()}
+def run_throughput(settings: Settings, out, log: Callable[[str], None] = print, group=None) -> list[dict]:
+    """Measure every cell, append each row to ``out/results.jsonl`` as it is done; returns the rows.
+
+    ``group``: data-parallel training over its ranks (module docstring); rank 0 writes, logs (with the
+    scaling against the folder's one-rank rows) and returns the rows, the other ranks return []."""
+    writer = group is None or group.writer
+    if group is not None:
+        check_distributed(settings, group.world_size)
+    problem = None
+    if writer:
+        try:
+            out = prepare_output_folder(out)
+        except UsageError as err:
+            problem = str(err)
+    if group is not None:  # every rank stops, not rank 0 alone
+        problem = distributed.broadcast_object(problem)
+    if problem:
+        raise UsageError(problem)
+    device = torch.device(distributed.rank_device(settings.device, group))
+    common = {"world_size": 1 if group is None else group.world_size,
+              "backend": None if group is None else group.backend, "provenance": provenance()}
     rows = []
-    for workload, flow, objective, factory in cells(settings):
+    for workload, flow, objective, factory in cells(settings, group):
         skip, saved_per_site = None, None
         for L in settings.lattice_sizes(workload):
             free = free_memory_bytes(device)
@@ -538,10 +590,12 @@ def run_throughput(settings: Settings, out, log: Callable[[str], None] = print) 
                 needed = TRAINING_MEMORY_FACTOR * saved_per_site * L * L
                 if needed > free:
                     skip = f"skipped: needs about {needed / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
+            if group is not None:
+                skip = distributed.broadcast_object(skip)
             if skip is None:
                 try:
-                    row = measure_cell(workload, flow, objective, factory, L, settings)
-                except torch.cuda.OutOfMemoryError:
+                    row = measure_cell(workload, flow, objective, factory, L, settings, group)
+                except torch.cuda.OutOfMemoryError:  # distributed: unless every rank runs out, the launch fails
                     torch.cuda.empty_cache()
                     skip = f"out of memory at L = {L}"
             if skip is not None:
@@ -549,10 +603,28 @@ def run_throughput(settings: Settings, out, log: Callable[[str], None] = print) 
             elif row["saved_tensor_bytes"] and saved_per_site is None:
                 saved_per_site = row["saved_tensor_bytes"] / (L * L)
             row.update(common)
-            append_record(out, row)
-            rows.append(row)
-            log(summary(row))
+            if writer:
+                append_record(out, row)
+                rows.append(row)
+                log(summary(row))
+    if group is not None and group.world_size > 1 and writer:
+        known = read_records(out, KIND)
+        for row in rows:
+            if row["status"] == "ok":
+                log(scaling_summary(row, known))
     return rows
+
+
+def scaling_summary(row: dict, rows: list[dict]) -> str:
+    """One line: a row of several ranks against the one-rank row of its cell among ``rows``."""
+    head = f"{label(row):<32} L={row['L']:<4}"
+    found = scaling(row, rows)
+    if found is None:
+        return (f"{head} no one-rank row of this cell (batch {row['batch']}) in the folder: run the same command "
+                "with --nproc-per-node 1 for the scaling")
+    return (f"{head} {found['steps_per_second']:.4g} steps/s on {row['world_size']} ranks, "
+            f"{found['baseline_steps_per_second']:.4g} on one: speedup {found['speedup']:.2f}, "
+            f"efficiency {found['efficiency']:.0%}")
 
 
 def summary(row: dict) -> str:

@@ -7,6 +7,7 @@ from suite import throughput
 from suite.cli import main
 from suite.harness.rows import read_records
 from suite.report import build_report
+from suite.report.throughput import label, scaling
 
 TINY = ["--sizes", "4", "8", "--batch", "4", "--repeats", "1", "--warmup", "1", "--min-seconds", "0",
         "--flows", "affine", "--objectives", "reverse-kl"]
@@ -147,3 +148,34 @@ def test_cli_takes_the_opt_in_workloads_and_max_sites(tmp_path):
                  "--workloads", "hmc-plain", "--repeats", "1", "--warmup", "1", "--min-seconds", "0"]) == 0
     (row,) = read_records(tmp_path, "throughput")
     assert row["workload"] == "hmc-plain" and row["batch"] == 2 and row["seconds_per_call"] > 0
+
+
+def test_scaling_is_against_the_latest_one_rank_row_of_the_same_cell():
+    cell = {"workload": "training", "flow": "affine", "objective": "reverse-kl", "L": 8, "batch": 64, "device": "cpu",
+            "device_name": "x", "dtype": "float32", "compile": False, "status": "ok"}
+    old = {**cell, "run_id": "a", "created": "1", "steps_per_second": 5.0}  # no world_size: one rank
+    new = {**cell, "run_id": "b", "created": "2", "steps_per_second": 10.0, "world_size": 1}
+    other = {**cell, "run_id": "c", "created": "3", "steps_per_second": 1.0, "batch": 32}
+    two = {**cell, "run_id": "d", "created": "4", "steps_per_second": 15.0, "world_size": 2}
+    assert scaling(two, [old, new, other, two]) == {"steps_per_second": 15.0, "baseline_steps_per_second": 10.0,
+                                                   "baseline": "b", "speedup": 1.5, "efficiency": 0.75}
+    assert scaling(two, [other, two]) is None and scaling(new, [old, new, two]) is None
+    assert label(two) == "training affine reverse-kl (2 ranks)" and label(new) == "training affine reverse-kl"
+
+
+@pytest.mark.parametrize("torchrun, args, message", [
+    (False, [], "--distributed needs the environment torchrun sets"),
+    (True, ["--workloads", "hmc"], "--distributed times data-parallel flow training: --workloads training, got hmc"),
+    (True, ["--batch", "7"], "the world size 2 must divide the batch, got 7 at L = 4"),
+])
+def test_bad_distributed_throughput_is_a_usage_error(tmp_path, monkeypatch, capsys, torchrun, args, message):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    if torchrun:  # as torchrun sets them; the checks come before joining the other ranks
+        for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                            "MASTER_PORT": "1"}.items():
+            monkeypatch.setenv(name, value)
+    assert main(["throughput", "--out", str(tmp_path), "--sizes", "4", *args, "--distributed"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not any(tmp_path.iterdir())

@@ -46,6 +46,9 @@ class Sampler:
     * ``baseline``: runs of this sampler are the baseline of ``compare``'s "vs HMC" column.
     * ``trained``: it trains a model (its reference runs set ``compare``'s "vs best reference flow").
     * ``runs_table``: the report section its runs are listed in.
+    * ``split_over_ranks``: the spec's counts it divides among the ranks of a torchrun launch
+      (``--distributed``, `suite.distributed`), which the world size must divide; None: it does not
+      run distributed.
     """
 
     name: ClassVar[str]
@@ -56,6 +59,7 @@ class Sampler:
     trained: ClassVar[bool] = False
     runs_table: ClassVar[str] = "Other runs"
     description: ClassVar[str] = ""
+    split_over_ranks: ClassVar[tuple[str, ...] | None] = None
 
     def run(self, spec, theory, context: RunContext):
         """Sample ``theory`` as ``spec`` says; returns (`suite.chain.Chain`, training summary or None).

@@ -159,6 +159,7 @@ class Flow(Sampler):
     runs_table = "Flow runs"
     trained = True
     description = "a trained model's independent samples, reweighted"
+    split_over_ranks = ("batch_size", "n_samples")
 
     # -- study-time checks and labels ------------------------------------------------------------
 

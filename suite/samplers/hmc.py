@@ -3,7 +3,8 @@
 ``chains`` independent chains run as one batch: ``n_therm`` thermalisation trajectories (the step
 size adapted towards ``target_acceptance`` when ``adapt``), then ``n_traj`` measurements, one after
 every ``measure_every`` trajectories of length ``trajectory_length`` with ``n_steps`` integrator steps
-(leapfrog or Omelyan).
+(leapfrog or Omelyan). Under ``--distributed`` the chains are split over the ranks, bit for bit
+the chains of one process (`reference.hmc`); rank 0 writes them.
 """
 
 from __future__ import annotations
@@ -50,13 +51,19 @@ class HMC(Sampler):
     baseline = True
     runs_table = "HMC runs"
     description = "Hybrid Monte Carlo"
+    split_over_ranks = ("chains",)
 
     def run(self, spec: HMCSpec, theory, context: RunContext):
         from reference.hmc import run_hmc
+        from suite import distributed
 
+        group = distributed.current()
         chain = run_hmc(theory, chains=spec.chains, n_therm=spec.n_therm, n_traj=spec.n_traj, seed=context.seed,
                         settings=spec.settings(), dtype=context.dtype, device=context.device,
-                        progress=context.progress, measure_every=spec.measure_every)
+                        progress=context.progress if distributed.is_writer() else False,
+                        measure_every=spec.measure_every, group=group)
+        if group is not None:
+            chain.info["distributed"] = group.info("sliced")
         return chain, None
 
     def budget_label(self, spec: dict) -> str:
