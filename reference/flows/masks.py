@@ -53,6 +53,9 @@ def layer_mask(kind: str, lattice, i: int) -> torch.Tensor:
 
 
 
+LOOPS = ("plaquette", "plaquette+rectangle")  # the frozen loops a 2D gauge coupling's conditioner sees
+
+
 def stripe_period(extent: int) -> int:
     """The stripe period along an axis of ``extent`` sites: 4 (the tutorial's), else 3 or 2."""
     for period in (4, 3, 2):

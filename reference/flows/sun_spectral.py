@@ -55,7 +55,7 @@ from torch import nn
 from reference.flows.models import Flow
 from reference.flows.priors import FieldPrior
 from reference.flows.transforms import Bijection, Sequential
-from suite.fields import SUN
+from suite.fields import SUN, traceless_antihermitian
 
 MIN_SLOPE = 1e-2  # ε: the smallest phase-map slope d_i
 
@@ -136,11 +136,11 @@ class SpectralMap:
         trace = torch.diagonal(h, dim1=-2, dim2=-1).sum(-1)
         return h - (trace / self.n)[..., None, None] * torch.eye(self.n, dtype=w.dtype, device=w.device)
 
-    def _vandermonde_ratio(self, theta, a, b):
-        """Σ_{i<j} log(|z′_i − z′_j|² / |z_i − z_j|²), stably: r = sin(δ′/2)/sin(δ/2) with δ = θ_i − θ_j,
-        σ = (θ_i + θ_j)/2, Δg = g(θ_i) − g(θ_j) = −2 Σ_k k sin(kδ/2)(a_k cos kσ + b_k sin kσ), so
+    def _pair_ratios(self, theta, a, b):
+        """r_ij = sin(δ′/2)/sin(δ/2) for the pairs i < j (``torch.triu_indices`` order), stably: with
+        δ = θ_i − θ_j, σ = (θ_i + θ_j)/2, Δg = g(θ_i) − g(θ_j) = −2 Σ_k k sin(kδ/2)(a_k cos kσ + b_k sin kσ),
         q = Δg/(2 sin(δ/2)) = −Σ_k k U_{k−1}(cos δ/2)(a_k cos kσ + b_k sin kσ) and
-        r = cos(Δg/2) + cos(δ/2) sinc(Δg/2) q, finite and positive for every δ."""
+        r = cos(Δg/2) + cos(δ/2) sinc(Δg/2) q, finite and positive for every δ (no 0/0 at δ = 0)."""
         i, j = torch.triu_indices(self.n, self.n, 1, device=theta.device)
         delta, sigma = theta[..., i] - theta[..., j], (theta[..., i] + theta[..., j]) / 2
         k = torch.arange(1, self.k + 1, dtype=theta.dtype, device=theta.device)
@@ -148,59 +148,80 @@ class SpectralMap:
         half = torch.cos(delta / 2)
         q = -(k * _chebyshev_u(half, self.k) * (a.unsqueeze(-2) * torch.cos(ks) + b.unsqueeze(-2) * torch.sin(ks))).sum(-1)
         dg = 2 * q * torch.sin(delta / 2)
-        r = torch.cos(dg / 2) + half * torch.sinc(dg / (2 * math.pi)) * q
-        return 2 * torch.log(r).sum(-1)
+        return torch.cos(dg / 2) + half * torch.sinc(dg / (2 * math.pi)) * q
 
     def log_det(self, theta, a, b) -> torch.Tensor:
-        """ladj of the forward map at phases θ (..., N) (module docstring)."""
+        """ladj of the forward map at phases θ (..., N): Σ log d_i + log mean(1/d_i) + Σ_{i<j} 2 log r_ij."""
         d = 1 + self._g(theta, a, b, 2)
-        return torch.log(d).sum(-1) + torch.log((1 / d).mean(-1)) + self._vandermonde_ratio(theta, a, b)
-
-    def __call__(self, w, params, inverse=False):
-        a, b = self.coefficients(params)
-        if not inverse:
-            out = torch.linalg.matrix_exp(1j * self.generator(w, a, b)) @ w
-            return out, self.log_det(eigenphases(w), a, b)
-        theta_out = eigenphases(w)
-        theta = self._solve(theta_out, a, b)
-        lam, v = torch.linalg.eig(w)
-        out = (v * torch.polar(torch.ones_like(theta), theta).to(v.dtype).unsqueeze(-2)) @ torch.linalg.inv(v)
-        return out, -self.log_det(theta, a, b)
+        return torch.log(d).sum(-1) + torch.log((1 / d).mean(-1)) + 2 * torch.log(self._pair_ratios(theta, a, b)).sum(-1)
 
     def forward_phases(self, theta, a, b) -> torch.Tensor:
         """θ′ = θ + g(θ) − mean g(θ), phases (..., N)."""
         g = self._g(theta, a, b)
         return theta + g - g.mean(-1, keepdim=True)
 
+    def _map(self, w, a, b):
+        return torch.linalg.matrix_exp(1j * self.generator(w, a, b)) @ w
+
+    def __call__(self, w, params, inverse=False):
+        a, b = self.coefficients(params)
+        if not inverse:
+            return self._map(w, a, b), self.log_det(eigenphases(w), a, b)
+        return self._inverse(w, a, b)
+
+    def _phase_step(self, residual, d):
+        """The δθ with (D δθ − mean(D δθ)) = −residual and Σ δθ = 0: Newton's step on the phases."""
+        return (-residual + (residual / d).sum(-1, keepdim=True) / (1 / d).sum(-1, keepdim=True)) / d
+
     def _solve(self, target, a, b, max_iter=100):
-        """θ with forward_phases(θ) = target: damped Newton on L(θ) = Σ_i [(θ_i − target_i)²/2 + ψ(θ_i)]
-        on the plane Σθ = Σ target, then one implicit-function step for the gradients."""
-
-        def newton_step(theta, a, b, d):
-            r = self.forward_phases(theta, a, b) - target
-            step = (-r + ((r / d).sum(-1, keepdim=True) / (1 / d).sum(-1, keepdim=True))) / d
-            return r, step
-
-        def potential(theta):
-            return (0.5 * (theta - t0) ** 2 + self._g(theta, a0, b0, 0)).sum(-1)
-
-        a0, b0, t0 = a.detach(), b.detach(), target.detach()
-        theta = t0.clone()
-        tol = 8 * torch.finfo(theta.dtype).eps * math.pi
-        lengths = 0.5 ** torch.arange(30, dtype=theta.dtype, device=theta.device)
-        with torch.no_grad():
-            for _ in range(max_iter):
-                d = 1 + self._g(theta, a0, b0, 2)
-                r, step = newton_step(theta, a0, b0, d)
-                if r.abs().max() <= tol:
-                    break
+        """θ with forward_phases(θ) = target (no gradients): Newton's method on the plane Σθ = Σ target.
+        Far from the root (residual > 1e-3) the step is the longest of 1, ½, ¼, … that passes Armijo's
+        test on the strongly convex L(θ) = Σ_i [(θ_i − target_i)²/2 + ψ(θ_i)], so that it converges from
+        anywhere; near it, full steps (quadratic convergence) until the residual stops falling."""
+        t, a_, b_ = target.unsqueeze(-2), a.unsqueeze(-2), b.unsqueeze(-2)
+        lengths = 0.5 ** torch.arange(30, dtype=target.dtype, device=target.device)
+        theta, previous = target.clone(), math.inf
+        for _ in range(max_iter):
+            residual = self.forward_phases(theta, a, b) - target
+            size = residual.abs().amax(-1, keepdim=True)
+            if size.max() == 0 or (previous < 1e-8 and size.max() >= previous):  # at round-off
+                break
+            previous = size.max().item()
+            step = self._phase_step(residual, 1 + self._g(theta, a, b, 2))
+            far = size > 1e-3
+            if far.any():
                 trial = theta.unsqueeze(-2) + lengths[:, None] * step.unsqueeze(-2)  # (..., 30, N)
-                armijo = potential(trial) <= potential(theta).unsqueeze(-1) + 1e-4 * lengths * (r * step).sum(-1, keepdim=True)
-                first = torch.where(armijo, torch.arange(30, device=theta.device), 30).min(-1).values.clamp(max=29)
-                theta = theta + lengths[first].unsqueeze(-1) * step
-        d = (1 + self._g(theta, a0, b0, 2))
-        _, step = newton_step(theta, a, b, d)  # zero in value at the root; carries d/dθ′ and d/dparams
-        return theta + step - step.detach()
+                potential = (0.5 * (trial - t) ** 2 + self._g(trial, a_, b_, 0)).sum(-1)
+                now = (0.5 * (theta - target) ** 2 + self._g(theta, a, b, 0)).sum(-1, keepdim=True)
+                armijo = potential <= now + 1e-4 * lengths * (residual * step).sum(-1, keepdim=True)
+                first = torch.where(armijo, torch.arange(30, device=theta.device), 29).min(-1).values
+                step = torch.where(far, lengths[first].unsqueeze(-1), 1.0) * step
+            theta = theta + step
+        return theta
+
+    def _inverse(self, w_out, a, b):
+        """W from W′ = exp(iH(W)) W (module docstring): W* from the eigenphases of W′ solved for θ,
+        then one Newton step W = exp(Y) W* in su(N) whose linearisation J is diagonal in the
+        eigenbasis Q of W′ (phases: `_phase_step`; pair (i, j): the factor r_ij e^{i(Δ_i − Δ_j)/2},
+        Δ = θ′ − θ), applied to the eig-free residual E = P(W′ F(W*)†). It refines W* and carries the
+        gradients (to W′ and the parameters) without differentiating any eigenvector."""
+        with torch.no_grad():
+            lam, v = torch.linalg.eig(w_out)
+            q = torch.linalg.qr(v)[0]
+            theta_out = torch.angle(lam)
+            theta = self._solve(theta_out, a.detach(), b.detach())
+            w = (q * torch.polar(torch.ones_like(theta), theta).to(q.dtype).unsqueeze(-2)) @ q.mH
+            d = 1 + self._g(theta, a, b, 2)
+            delta = theta_out - theta
+            i, j = torch.triu_indices(self.n, self.n, 1, device=w.device)
+            gain = torch.ones(*theta.shape, self.n, dtype=q.dtype, device=w.device)
+            pair = self._pair_ratios(theta, a, b) * torch.polar(torch.ones_like(delta[..., i]), (delta[..., i] - delta[..., j]) / 2)
+            gain[..., i, j], gain[..., j, i] = pair.to(q.dtype), pair.conj().to(q.dtype)
+        e = q.mH @ traceless_antihermitian(w_out @ self._map(w, a, b).mH) @ q
+        rho = torch.diagonal(e, dim1=-2, dim2=-1).imag
+        shift = self._phase_step(-rho, d)
+        y = torch.diagonal_scatter(e / gain, 1j * shift.to(q.dtype), dim1=-2, dim2=-1)
+        return torch.linalg.matrix_exp(q @ y @ q.mH) @ w, -self.log_det(theta + shift, a, b)
 
 
 class SpectralLayer(Bijection):

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from reference.flows.couplings import ConvNet
-from reference.flows.masks import gauge_layer_schedule, gauge_masks
+from reference.flows.masks import LOOPS, gauge_layer_schedule, gauge_masks
 from reference.flows.models import Flow
 from reference.flows.priors import FieldPrior, field_prior
 from reference.flows.splines import rational_quadratic_spline
@@ -59,7 +59,6 @@ from suite.theories.u1 import U1
 
 plaquette_angle = U1.plaquette_angle  # (B, 2, L0, L1) -> (B, L0, L1), unwrapped
 TRANSFORMS = ("ncp", "spline")
-LOOPS = ("plaquette", "plaquette+rectangle")
 
 
 def haar_prior(theory) -> FieldPrior:
