@@ -37,12 +37,11 @@ by eigenvalue gaps, and at (near-)coinciding eigenvalues a symmetric L has g_i =
 does not depend on the basis chosen inside the degenerate eigenspace. (torch's own backward of
 `eigvals` uses V^{−H} of the non-orthogonal eigenvectors and fails at degenerate spectra, e.g. W = 𝟙.)
 
-Inverse: the phases θ are solved from θ′ by Newton's method with backtracking on the strongly convex
-potential (to round-off; the implicit-function step carries gradients to θ′ and the parameters),
-and W = V diag(e^{iθ}) V^{−1} with the eigenvectors V of W′ from `torch.linalg.eig`, whose autograd
-(used by ``log_prob`` gradients with respect to x, as in the path-gradient objective) loses about
-ε_machine/gap at nearly degenerate eigenvalues; the forward direction (sampling, reverse-KL training)
-does not use it.
+Inverse: the phases θ are solved from those of W′ by Newton's method (step halving far from the
+root) on the strongly convex potential, W* = Q diag(e^{iθ}) Q† with the eigenvectors Q of W′ (no
+gradients), then one Newton step W = exp(Y) W* on the eig-free residual P(W′ F(W*)†) whose
+linearisation is diagonal in Q (`SpectralMap._inverse`): it refines W* and carries the gradients to
+W′ and the parameters (``log_prob``, path gradients) without differentiating any eigenvector.
 """
 
 from __future__ import annotations
