@@ -35,7 +35,10 @@ backward, ∂L/∂W = Q diag(i g_i e^{iθ_i}) Q† (g = ∂L/∂θ, Q the eigenv
 the derivative dθ_i = Im(e^{−iθ_i} q_i† dW q_i) of the eigenvalues of a normal matrix: it never divides
 by eigenvalue gaps, and at (near-)coinciding eigenvalues a symmetric L has g_i = g_j, so the result
 does not depend on the basis chosen inside the degenerate eigenspace. (torch's own backward of
-`eigvals` uses V^{−H} of the non-orthogonal eigenvectors and fails at degenerate spectra, e.g. W = 𝟙.)
+`eigvals` inverts the eigenvector matrix V, which nothing keeps orthogonal inside a degenerate
+eigenspace; for unitary inputs LAPACK's V happened to be well conditioned in our checks, so this
+is a guarantee rather than a measured fix. The gaps that do diverge, in eigenvector gradients,
+are never met: the forward map needs no eigenvectors and the inverse does not differentiate them.)
 
 Inverse: the phases θ are solved from those of W′ by Newton's method (step halving far from the
 root) on the strongly convex potential, W* = Q diag(e^{iθ}) Q† with the eigenvectors Q of W′ (no
