@@ -15,16 +15,18 @@ from reference.flows import FIELDS, REGISTRY, build, defaults, hparams, is_refer
 from reference.flows.priors import FieldPrior
 from reference.flows.schema import Bool, Choice, Int, Ints, Real, schema_of
 from suite.errors import UsageError
-from suite.fields import EuclideanSpace, TorusSpace
+from suite.fields import SUN, EuclideanSpace, TorusSpace
 from suite.models import build_model, check_model_spec
 from suite.theories.phi4 import Phi4
+from suite.theories.sun import SUNGauge
 from suite.theories.u1 import U1
 
 # small hyperparameters for every registered model (a new model must add its own here)
 SMALL = {"affine": {"n_layers": 2}, "spline": {"n_layers": 2}, "hybrid": {"n_affine": 2, "n_spline": 2},
          "u1-equivariant": {"n_layers": 2}, "cnf": {"n_steps": 2}, "cnf-equivariant": {"n_steps": 2},
-         "u1-cnf": {"n_steps": 2}}
-THEORIES = {"scalar": lambda: Phi4.from_albergo((4, 4), m2=-4.0, lam=8.0), "u1": lambda: U1((4, 4), beta=1.0)}
+         "u1-cnf": {"n_steps": 2}, "sun-equivariant": {"n_layers": 2}}
+THEORIES = {"scalar": lambda: Phi4.from_albergo((4, 4), m2=-4.0, lam=8.0), "u1": lambda: U1((4, 4), beta=1.0),
+            "sun": lambda: SUNGauge((4, 4), 2, beta=2.0)}
 MODELS = list(REGISTRY)
 
 
@@ -100,6 +102,8 @@ BAD = [("affine", {"z2": "false"}, "z2", "true or false"),
        ("cnf-equivariant", {"rtol": 0}, "rtol", "finite number > 0"),
        ("u1-cnf", {"adjoint": "true"}, "adjoint", "true or false"),
        ("u1-cnf", {"n_harmonics": 0}, "n_harmonics", "integer >= 1"),
+       ("sun-equivariant", {"n_harmonics": 17}, "n_harmonics", "integer >= 1 and <= 16"),
+       ("sun-equivariant", {"loops": "rectangle"}, "loops", "one of plaquette, plaquette+rectangle"),
        ("affine", {"n_layer": 4}, "n_layer", "valid: n_layers, hidden, kernel_size, z2, mask")]
 
 
@@ -179,6 +183,8 @@ def test_priors_come_from_the_field_space_and_hold_no_state(name):
 def old_prior(field, n, generator):
     """The priors as the flows drew them before they came from the field space (float32)."""
     shape = (n, *field.shape)
+    if isinstance(field, SUN):  # Haar SU(N), new with the SU(N) flows: the field space's own draw
+        return field.prior_sample(n, generator=generator, dtype=torch.float32), torch.zeros(n)
     if isinstance(field, TorusSpace):  # the former HaarPrior
         z = math.pi - 2 * math.pi * torch.rand(shape, generator=generator, dtype=torch.float32)
         return z, z.new_full((n,), -math.prod(field.shape) * math.log(2 * math.pi))
@@ -193,7 +199,7 @@ def test_flow_sample_draws_the_same_z_as_before(name):
         x, log_q = flow.sample(3, generator=torch.Generator().manual_seed(5))
         z, log_p = old_prior(theory.field, 3, torch.Generator().manual_seed(5))
         x_old, ladj = flow.transform(z)
-    assert x.dtype == torch.float32
+    assert x.dtype == theory.field.field_dtype(torch.float32)
     assert torch.equal(x, x_old) and torch.equal(log_q, log_p - ladj)  # bit for bit
     assert not torch.equal(x, z)  # the randomised transform is not the identity
 

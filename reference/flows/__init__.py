@@ -1,8 +1,9 @@
-"""The reference models: normalizing flows for scalar fields (B, *lattice) and U(1) links (B, 2, L0, L1).
+"""The reference models: normalizing flows for scalar fields (B, *lattice), U(1) links (B, 2, L0, L1)
+and SU(N) links (B, 2, L0, L1, N, N).
 
 ``REGISTRY`` is the one list of reference models: name -> `ModelEntry` (its factory
 ``factory(theory, **hparams) -> Flow``, the typed `Schema` of its hyperparameters with the
-factory's defaults, the field it applies to, ``"scalar"`` or ``"u1"``, and a one-line description).
+factory's defaults, the field it applies to, ``"scalar"``, ``"u1"`` or ``"sun"``, and a one-line description).
 ``build("affine", theory, n_layers=8)`` checks the hyperparameters against the schema, then calls
 the factory; ``validate_hparams(name, hparams)`` checks them without a theory (when a study is
 loaded). A bad name or hyperparameter (unknown, wrong type, out of bounds) is a one-line
@@ -27,6 +28,8 @@ model                     field     hyperparameters (default) and bounds
                                     loops ("plaquette", "plaquette+rectangle")
 ``u1-cnf``                u1        loops ("plaquette+rectangle"), n_harmonics (3) ≥ 1, n_time (5)
                                     ≥ 1, method, n_steps, rtol, atol, adjoint as cnf
+``sun-equivariant``       sun       n_layers (16) ≥ 1, n_harmonics (4) in [1, 16], hidden ((8, 8)),
+                                    kernel_size (3), loops ("plaquette", "plaquette+rectangle")
 ========================  ========  ==========================================================
 
 Every flow is float32 when built (``.double()`` / ``.to(device)`` move it) and draws its prior from
@@ -43,12 +46,14 @@ from reference.flows.masks import KINDS as MASKS
 from reference.flows.models import Flow, build_affine, build_hybrid, build_spline
 from reference.flows.ode import METHODS
 from reference.flows.schema import Bool, Choice, Int, Ints, Real, Schema, schema_of
+from reference.flows.sun import build_sun_equivariant
 from reference.flows.u1 import LOOPS, TRANSFORMS, build_u1_equivariant
 from reference.flows.u1_continuous import build_u1_cnf
 from suite.errors import UsageError
 
 FIELDS = {"scalar": "real scalar fields (B, *lattice), prior N(0, 1)",
-          "u1": "U(1) link angles (B, 2, L0, L1) in (−π, π], Haar prior"}
+          "u1": "U(1) link angles (B, 2, L0, L1) in (−π, π], Haar prior",
+          "sun": "SU(N) links (B, 2, L0, L1, N, N), complex, Haar prior"}
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,9 @@ REGISTRY: dict[str, ModelEntry] = {e.name: e for e in [
     _register("u1-cnf", build_u1_cnf, "u1",
               "gauge-equivariant continuous flow for 2D U(1), Wilson-loop potential velocity",
               loops=Choice(choices=LOOPS), n_harmonics=Int(min=1), n_time=Int(min=1), **_ODE),
+    _register("sun-equivariant", build_sun_equivariant, "sun",
+              "gauge-equivariant plaquette couplings for 2D SU(N), spectral maps (arXiv:2008.05456)",
+              n_layers=Int(min=1), n_harmonics=Int(min=1, max=16), **_CONV, loops=Choice(choices=LOOPS)),
 ]}
 
 
@@ -138,5 +146,5 @@ def build(name: str, theory, **hparams) -> Flow:
 
 
 __all__ = ["FIELDS", "Flow", "ModelEntry", "REGISTRY", "build", "build_affine", "build_cnf", "build_cnf_equivariant",
-           "build_hybrid", "build_spline", "build_u1_cnf", "build_u1_equivariant", "defaults", "hparams",
+           "build_hybrid", "build_spline", "build_sun_equivariant", "build_u1_cnf", "build_u1_equivariant", "defaults", "hparams",
            "is_reference_model", "validate_hparams"]

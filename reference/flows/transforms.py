@@ -2,7 +2,7 @@
 
 Convention: ``forward`` maps the prior (latent) side to the target side, ``inverse`` the other
 way. Both return ``(out, ladj)`` where ``ladj`` (shape (B,)) is log|det ∂out/∂in| of the
-direction applied, so ``inverse(forward(x)[0])[1] == -forward(x)[1]``. Fields have the batch
+direction applied (real, also for complex fields), so ``inverse(forward(x)[0])[1] == -forward(x)[1]``. Fields have the batch
 axis first, ``(B, *lattice)``.
 """
 
@@ -29,14 +29,14 @@ class Sequential(Bijection):
         self.bijections = nn.ModuleList(bijections)
 
     def forward(self, x):
-        ladj = x.new_zeros(x.shape[0])
+        ladj = x.real.new_zeros(x.shape[0])
         for bijection in self.bijections:
             x, term = bijection(x)
             ladj = ladj + term
         return x, ladj
 
     def inverse(self, y):
-        ladj = y.new_zeros(y.shape[0])
+        ladj = y.real.new_zeros(y.shape[0])
         for bijection in reversed(self.bijections):
             y, term = bijection.inverse(y)
             ladj = ladj + term

@@ -11,7 +11,8 @@ Prior: Haar measure, i.e. uniform angles, log p = −2V log 2π (V = L0·L1): th
 
 Coupling layer (the tutorial's ``GaugeEquivCouplingLayer`` + ``NCPPlaqCouplingLayer``) for a
 direction μ and an offset o, with ν = 1 − μ and stripes repeating with period p along axis ν
-(p = 4 as in the tutorial whenever 4 divides L_ν; otherwise 3 or 2, the largest dividing L_ν):
+(p = 4 as in the tutorial whenever 4 divides L_ν; otherwise 3 or 2, the largest dividing L_ν;
+`reference.flows.masks.gauge_masks`, shared with the SU(N) flow):
 
 * active links: θ_μ(x) with x_ν ≡ o (mod p), every x_μ;
 * active plaquettes: θ_P(x) with x_ν ≡ o (each contains exactly one active link, the one at x);
@@ -47,6 +48,7 @@ import torch
 from torch import nn
 
 from reference.flows.couplings import ConvNet
+from reference.flows.masks import LOOPS, gauge_layer_schedule, gauge_masks
 from reference.flows.models import Flow
 from reference.flows.priors import FieldPrior, field_prior
 from reference.flows.splines import rational_quadratic_spline
@@ -57,7 +59,6 @@ from suite.theories.u1 import U1
 
 plaquette_angle = U1.plaquette_angle  # (B, 2, L0, L1) -> (B, L0, L1), unwrapped
 TRANSFORMS = ("ncp", "spline")
-LOOPS = ("plaquette", "plaquette+rectangle")
 
 
 def haar_prior(theory) -> FieldPrior:
@@ -127,14 +128,6 @@ class CircularSpline:
         return (y if inverse else wrap_angle(y + t)), ladj
 
 
-def stripe_period(extent: int) -> int:
-    """The stripe period along an axis of ``extent`` sites: 4 (the tutorial's), else 3 or 2."""
-    for period in (4, 3, 2):
-        if extent % period == 0:
-            return period
-    raise ValueError(f"gauge-equivariant couplings need lattice extents divisible by 2, 3 or 4, got {extent}")
-
-
 def rectangle_angles(plaq: torch.Tensor) -> torch.Tensor:
     """The 2×1 loop angles R_a(x) = θ_P(x) + θ_P(x+â), a = 0, 1: (B, L0, L1) -> (B, 2, L0, L1)."""
     return torch.stack([plaq + shift(plaq, a) for a in (0, 1)], 1)
@@ -145,21 +138,9 @@ class GaugeEquivariantCoupling(Bijection):
 
     def __init__(self, lattice, mu: int, offset: int, circle_map, net: nn.Module, use_rectangles: bool = False):
         super().__init__()
-        lattice = tuple(lattice)
-        nu = 1 - mu
         self.mu, self.map, self.net, self.use_rectangles = mu, circle_map, net, bool(use_rectangles)
         self.sign = 1.0 if mu == 0 else -1.0
-        period = stripe_period(lattice[nu])
-        n = torch.arange(lattice[nu])
-        shape = [1, 1]
-        shape[nu] = -1
-
-        def rows(step):  # (x_ν + step) ≡ offset (mod period), broadcast to the lattice
-            return (((n + step - offset) % period) == 0).view(shape).expand(lattice)
-
-        active = rows(0)
-        frozen_plaq = ~(active | rows(1))
-        frozen_rect = torch.stack([~(active | rows(2 if a == nu else 1)) for a in (0, 1)])
+        active, frozen_plaq, frozen_rect = gauge_masks(lattice, mu, offset)
         self.register_buffer("plaq_sites", active.flatten().nonzero().squeeze(1), persistent=False)
         self.register_buffer("link_sites", mu * active.numel() + self.plaq_sites, persistent=False)
         self.register_buffer("frozen_plaq", frozen_plaq.float(), persistent=False)
@@ -206,14 +187,10 @@ def build_u1_equivariant(theory, n_layers=16, transform="ncp", n_mixture=6, n_bi
         raise ValueError(f"unknown transform {transform!r}; expected one of {', '.join(TRANSFORMS)}")
     if loops not in LOOPS:
         raise ValueError(f"unknown loops {loops!r}; expected one of {', '.join(LOOPS)}")
-    if n_layers < 1:
-        raise ValueError(f"a stack needs at least one coupling layer, got {n_layers}")
-    periods = [stripe_period(n) for n in lattice[::-1]]  # period of direction μ: along axis ν = 1 − μ
     layers = []
-    for i in range(n_layers):
-        mu = i % 2
+    for mu, offset in gauge_layer_schedule(lattice, n_layers):
         circle_map = NCPMixture(n_mixture) if transform == "ncp" else CircularSpline(n_bins)
         rect = loops == "plaquette+rectangle"
         net = ConvNet(6 if rect else 2, hidden, circle_map.n_params, kernel_size, dim=2, final_tanh=False)
-        layers.append(GaugeEquivariantCoupling(lattice, mu, (i // 2) % periods[mu], circle_map, net, rect))
+        layers.append(GaugeEquivariantCoupling(lattice, mu, offset, circle_map, net, rect))
     return Flow(haar_prior(theory), Sequential(*layers)).to(torch.float32)

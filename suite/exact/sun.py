@@ -261,6 +261,14 @@ def plaquette_infinite_volume(n: int, beta: float) -> float:
     return float(a[1] / (n * a[0]))
 
 
+def single_matrix_log_z(n: int, beta: float) -> float:
+    """log a_0 = log ∫ dU e^{(β/N) Re Tr U} over SU(n) (Haar measure of mass 1): the trivial
+    character coefficient, Σ_k det[I_{k+i−j}(β/N)] (a Toeplitz determinant of Bessel functions;
+    2 I_1(β)/β for SU(2)). It normalises the single-matrix target of the spectral flows' tests."""
+    _check(n, beta, (1, 1))
+    return float(math.log(character_coefficients(n, beta, np.zeros((1, int(n)), dtype=np.int64))[0]) + beta)
+
+
 def plaquette_moments_infinite_volume(n: int, beta: float, powers=(1, 2), nodes: int | None = None) -> dict[int, float]:
     """⟨(1/N) Re Tr U^k⟩ for the single-plaquette measure dU e^{(β/N) Re Tr U}/a_0, which is the
     distribution of every plaquette of the infinite 2D lattice (in axial gauge the plaquettes are
