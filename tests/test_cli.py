@@ -5,6 +5,7 @@ import subprocess
 import sys
 import tomllib
 
+import numpy as np
 import pytest
 
 from suite.cli import main
@@ -172,3 +173,13 @@ def test_references_pool_the_seeds_of_one_spec_as_replicas(tmp_path, capsys):
     assert single.value == pytest.approx(group[0].observables["chi2"]["value"], rel=1e-12)
     assert single.error == pytest.approx(group[0].observables["chi2"]["error"], rel=1e-12)
     assert pooled_references(group[:1], ["chi2", "nope"])["nope"] is None
+
+
+def test_reference_drift_flags_a_trend_through_the_run():
+    from suite.harness.references import half_drift
+
+    rng = np.random.default_rng(4)
+    noise = [rng.normal(size=400) for _ in range(4)]
+    assert abs(half_drift(noise)) < 3
+    trend = [r + np.linspace(-1.0, 0.0, 400) for r in noise]  # thermalising from below
+    assert half_drift(trend) < -5

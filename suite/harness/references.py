@@ -6,6 +6,11 @@ single Γ-method analysis (`suite.stats.gamma_method`, S = 1.5), so several seed
 value with one error and one τ_int, exactly as if the chains had been one run. A row whose chains
 file is missing, or a sampler without a Markov chain, is used on its own. The provenance names
 the runs and seeds; the command regenerates them.
+
+**Thermalisation check.** Where the chains are saved, the measurements of every replica are cut
+into halves and the two halves' Γ-method means compared: a pull |z| > `DRIFT_LIMIT` (a trend
+through the run, typically too short a thermalisation from the prior) prints the block commented
+out with the two halves, for a longer ``n_therm`` to settle rather than a reference to paste.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from suite import stats
 from suite.chain import Chain
 from suite.harness.rows import ResultRow
 
+DRIFT_LIMIT = 2.0  # |first half − second half| / σ above which a block is printed commented out
+
 
 @dataclass
 class Reference:
@@ -28,6 +35,19 @@ class Reference:
     error: float
     tau_int: float
     provenance: str
+    drift: float | None = None  # pull of the first against the second half of the measurements
+
+
+def half_drift(replicas: list[np.ndarray]) -> float | None:
+    """(mean of the first halves − mean of the second halves) / combined error, from the Γ-method on
+    each half of every replica (None if the halves are too short to analyse)."""
+    halves = [[r[: len(r) // 2] for r in replicas], [r[len(r) // 2:] for r in replicas]]
+    try:
+        first, second = (stats.gamma_method(h) for h in halves)
+    except ValueError:
+        return None
+    sigma = np.hypot(first.error, second.error)
+    return float((first.value - second.value) / sigma) if sigma > 0 else None
 
 
 def _spec_key(row: ResultRow) -> tuple[str, str]:
@@ -71,11 +91,12 @@ def pooled_references(group: list[ResultRow], names: list[str]) -> dict[str, Ref
     """The reference value of each observable from one group of runs (None: not measured or undefined).
     Observables that are not per-configuration series of every chain (derived quantities) come from
     the group's last row alone, with that row's provenance."""
-    chains = _chains(group) if len(group) > 1 else None
+    chains = _chains(group)
     out: dict[str, Reference | None] = {}
     for name in names:
-        if chains is not None and all(name in c.observables for c in chains):
-            replicas = [series for c in chains for series in np.asarray(c.observables[name], dtype=float)]
+        series = chains is not None and all(name in c.observables for c in chains)
+        replicas = [r for c in chains for r in np.asarray(c.observables[name], dtype=float)] if series else None
+        if series and len(group) > 1:
             try:
                 result = stats.gamma_method(replicas)
             except ValueError:
@@ -88,7 +109,10 @@ def pooled_references(group: list[ResultRow], names: list[str]) -> dict[str, Ref
                 out[name] = None
                 continue
             value, error, tau, provenance = est["value"], est["error"], est["tau_int"], _provenance(group[-1:])
-        out[name] = Reference(value, error, tau, provenance) if np.isfinite(error) else None
+            if len(group) > 1:
+                replicas = None  # the last row alone: its own chains' drift is not the group's
+        drift = half_drift(replicas) if replicas is not None else None
+        out[name] = Reference(value, error, tau, provenance, drift) if np.isfinite(error) else None
     return out
 
 
@@ -103,8 +127,13 @@ def reference_blocks(rows: list[ResultRow], names: list[str], study: str, result
             if ref is None:
                 lines.append(f"# {name}: not measured or undefined, skipped")
                 continue
-            lines += [f"[entry.reference.{name}]  # {format_value(ref.value, ref.error)}, tau_int {ref.tau_int:.3g}",
-                      f"value = {ref.value!r}", f"error = {ref.error:.3g}", f'provenance = "{ref.provenance}"',
-                      f'command = "lftbench run {study} --out {results}"']
+            block = [f"[entry.reference.{name}]  # {format_value(ref.value, ref.error)}, tau_int {ref.tau_int:.3g}",
+                     f"value = {ref.value!r}", f"error = {ref.error:.3g}", f'provenance = "{ref.provenance}"',
+                     f'command = "lftbench run {study} --out {results}"']
+            if ref.drift is not None and abs(ref.drift) > DRIFT_LIMIT:
+                lines.append(f"# {name}: the first and second halves of the measurements differ by "
+                             f"{ref.drift:+.1f} sigma (not thermalised?); not a reference until rerun longer:")
+                block = ["# " + line for line in block]
+            lines += block
         lines.append("")
     return "\n".join(lines)
