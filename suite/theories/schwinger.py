@@ -246,9 +246,8 @@ FORM_PARAMS = {"exact": ("beta", "kappa"), "pseudofermion": ("beta", "kappa", "c
 
 
 def build(convention: str, lattice, **params) -> Schwinger:
-    """The form ``convention`` (``exact`` or ``pseudofermion``) with params beta, kappa (and cg_tol)."""
-    if convention not in FORMS:
-        raise UsageError(f"unknown schwinger form {convention!r}; expected one of {', '.join(FORMS)}")
+    """The form ``convention`` (``exact`` or ``pseudofermion``, checked by the registry) with params
+    beta, kappa (and cg_tol); a one-line UsageError for bad ones."""
     allowed = FORM_PARAMS[convention]
     unknown = sorted(set(params) - set(allowed))
     if unknown or "beta" not in params or "kappa" not in params:
