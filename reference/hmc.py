@@ -10,6 +10,11 @@ The drift is the field space's `update_with_momentum` (x moves along the geodesi
 along: unchanged on flat spaces and groups, parallel-transported on spheres); kicks subtract the
 force, which theories give in the tangent space, so p stays tangent.
 
+Theories with auxiliary fields in the action (pseudofermions) redraw them at the start of every
+trajectory (`Theory.refresh`), and the solver work they report (`Theory.solver_work`, e.g. CG
+iterations) goes per trajectory into the chain's info as ``NAME_per_trajectory`` (mean over the
+measured trajectories) and ``NAME_per_trajectory_max``.
+
 Integrators (both symmetric and reversible, error O(eps²) in ΔH):
 * ``leapfrog``: one force evaluation per step.
 * ``omelyan``: the second-order minimum-norm (2MN) integrator of Omelyan, Mryglod & Folk,
@@ -144,7 +149,9 @@ def _gathered(tensor, group):
 
 def hmc_trajectory(theory, x, eps, n_steps, integrator="leapfrog", generator=None, cache=None, evolve=evolve,
                    group=None):
-    """One HMC update of every chain in the batch (this rank's chains, with ``group``; module docstring).
+    """One HMC update of every chain in the batch (this rank's chains, with ``group``; module docstring):
+    the theory's auxiliary fields refreshed (`Theory.refresh`, e.g. pseudofermions; nothing for most
+    theories), momenta drawn, the trajectory integrated and accepted or rejected per chain.
 
     Returns (x_new, accepted (B,) bool, delta_h (B,)). A trajectory that diverged (non-finite
     energy) gets ΔH = +inf and is rejected. ``cache``: a dict passed unchanged to every call on
@@ -154,7 +161,7 @@ def hmc_trajectory(theory, x, eps, n_steps, integrator="leapfrog", generator=Non
     `evolve` or a compiled version of it. No host-device synchronisation.
     """
     cache = {} if cache is None else cache
-    if cache.get("x") is not x:
+    if theory.refresh(x, generator) or cache.get("x") is not x:  # new pseudofermions change S and F of x
         cache.update(x=x, action=theory.action(x), force=theory.force(x))
     p = _mine(theory.field.momenta(_whole(x, group), generator=generator), group)
     x_new, action_new, force_new, delta_h = evolve(theory, x, p, cache["action"], cache["force"], eps, n_steps,
@@ -278,11 +285,14 @@ def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settin
     # Measurements go into preallocated (chains, n_traj) buffers on the device (the Metropolis
     # record into (chains, n_traj × measure_every)): no host sync in the loop, and no
     # per-trajectory tensors (or views of larger ones) kept alive.
-    records, steps = {}, {}
+    records, steps, work = {}, {}, {}
     n_total = n_traj * measure_every
     start = time.perf_counter()
     for i in tqdm(range(n_total), desc="measure", disable=_quiet(progress), leave=False):
+        before = theory.solver_work()
         accepted, delta_h = state.trajectory(theory, settings.integrator)
+        for name, count in theory.solver_work().items():
+            work.setdefault(name, []).append(count - before.get(name, 0))
         for name, value in (("accepted", accepted), ("delta_h", delta_h)):
             steps[name] = _record(steps.get(name), value, i, n_total)
         if (i + 1) % measure_every == 0:
@@ -306,8 +316,17 @@ def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settin
         timings=seconds,
         info={**asdict(settings), "step_size": state.eps, "n_steps": state.n_steps, "chains": chains,
               "n_therm": n_therm, "n_traj": n_traj, "measure_every": measure_every, "seed": seed,
-              "dtype": str(dtype).removeprefix("torch.")},
+              "dtype": str(dtype).removeprefix("torch."), **_per_trajectory(work)},
     )
+
+
+def _per_trajectory(work: dict[str, list[int]]) -> dict[str, float]:
+    """``NAME_per_trajectory`` (mean) and ``NAME_per_trajectory_max`` of each solver counter (`Theory.solver_work`)."""
+    summary = {}
+    for name, counts in work.items():
+        summary[f"{name}_per_trajectory"] = sum(counts) / len(counts)
+        summary[f"{name}_per_trajectory_max"] = max(counts)
+    return summary
 
 
 def _record(buffer: torch.Tensor | None, value: torch.Tensor, i: int, length: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ Conventions (stated once here; tests/test_fermions.py checks each):
   matches θ's real dtype (float64 → complex128, float32 → complex64).
 * **γ-matrices** (Euclidean, Hermitian, {γ_μ, γ_ν} = 2δ_μν):
   γ_0 = σ_1, γ_1 = σ_2, γ_5 = σ_3 = −i γ_0 γ_1.
-* **Operator** (hopping-parameter normalisation)
+* **Operator** (hopping-parameter normalisation; `Stencil`, `apply`, `apply_dagger`, `apply_ddag`)
 
       D ψ(x) = ψ(x) − κ Σ_μ [(1 − γ_μ) U_μ(x) ψ(x+μ̂) + (1 + γ_μ) U_μ†(x−μ̂) ψ(x−μ̂)],
 
@@ -77,37 +77,53 @@ def links(theta: torch.Tensor) -> torch.Tensor:
     return u * phase
 
 
-def _hop(theta: torch.Tensor, psi: torch.Tensor, kappa: float, sign: int) -> torch.Tensor:
-    """ψ − κ Σ_μ [(1 − sγ_μ) U_μ ψ(x+μ̂) + (1 + sγ_μ) U_μ†(x−μ̂) ψ(x−μ̂)]: D for s = +1, D† for s = −1."""
-    _check_links(theta)
-    if psi.dim() != 4 or psi.shape[-1] != 2 or psi.shape[:3] != (theta.shape[0], *theta.shape[2:]):
-        raise ValueError(f"fermion field must have shape (B, L0, L1, 2) = {(theta.shape[0], *theta.shape[2:], 2)}, "
-                         f"got {tuple(psi.shape)}")
-    u = links(theta).to(psi.dtype)
-    eye = torch.eye(2, dtype=psi.dtype, device=psi.device)
-    gammas = gamma_matrices(psi.dtype, psi.device)[:2]
-    out = psi
-    for mu, gamma in enumerate(gammas):
-        forward = (u[:, mu, ..., None] * shift(psi, mu)) @ (eye - sign * gamma).T  # (1 − sγ) U ψ(x+μ̂)
-        backward_field = u[:, mu, ..., None].conj() * psi  # U_μ†(y) ψ(y), then moved to x = y + μ̂
-        backward = shift(backward_field, mu, -1) @ (eye + sign * gamma).T
-        out = out - kappa * (forward + backward)
-    return out
+class Stencil:
+    """D and D† at fixed links θ (B, 2, L0, L1), with the links and spin projectors computed once
+    (what CG applies many times); ``dtype`` the complex type of the fermion fields."""
+
+    def __init__(self, theta: torch.Tensor, kappa: float, dtype: torch.dtype):
+        _check_links(theta)
+        u = links(theta).to(dtype)
+        eye = torch.eye(2, dtype=dtype, device=theta.device)
+        gammas = gamma_matrices(dtype, theta.device)[:2]
+        self.kappa = kappa
+        self.shape = (theta.shape[0], *theta.shape[2:], 2)
+        self.forward_links = [u[:, mu, ..., None] for mu in range(2)]
+        self.backward_links = [u[:, mu, ..., None].conj() for mu in range(2)]
+        # (1 ∓ sγ_μ)ᵀ for s = ±1, to multiply spinors stored as rows
+        self.projectors = {s: [((eye - s * g).T, (eye + s * g).T) for g in gammas] for s in (1, -1)}
+
+    def hop(self, psi: torch.Tensor, sign: int) -> torch.Tensor:
+        """ψ − κ Σ_μ [(1 − sγ_μ) U_μ ψ(x+μ̂) + (1 + sγ_μ) U_μ†(x−μ̂) ψ(x−μ̂)]: D for s = +1, D† for s = −1."""
+        if tuple(psi.shape) != self.shape:
+            raise ValueError(f"fermion field must have shape (B, L0, L1, 2) = {self.shape}, got {tuple(psi.shape)}")
+        out = psi
+        for mu, (forward_projector, backward_projector) in enumerate(self.projectors[sign]):
+            forward = (self.forward_links[mu] * shift(psi, mu)) @ forward_projector  # (1 − sγ) U ψ(x+μ̂)
+            backward_field = self.backward_links[mu] * psi  # U_μ†(y) ψ(y), then moved to x = y + μ̂
+            backward = shift(backward_field, mu, -1) @ backward_projector
+            out = out - self.kappa * (forward + backward)
+        return out
+
+    def ddag(self, psi: torch.Tensor) -> torch.Tensor:
+        """D†D ψ."""
+        return self.hop(self.hop(psi, +1), -1)
 
 
 def apply(theta: torch.Tensor, psi: torch.Tensor, kappa: float) -> torch.Tensor:
     """D ψ (stencil, batched): links (B, 2, L0, L1), ψ (B, L0, L1, 2) complex."""
-    return _hop(theta, psi, kappa, +1)
+    return Stencil(theta, kappa, psi.dtype).hop(psi, +1)
 
 
 def apply_dagger(theta: torch.Tensor, psi: torch.Tensor, kappa: float) -> torch.Tensor:
     """D† ψ (stencil, batched)."""
-    return _hop(theta, psi, kappa, -1)
+    return Stencil(theta, kappa, psi.dtype).hop(psi, -1)
 
 
 def apply_ddag(theta: torch.Tensor, psi: torch.Tensor, kappa: float) -> torch.Tensor:
-    """D†D ψ, the Hermitian positive operator of the two-flavour theory."""
-    return apply_dagger(theta, apply(theta, psi, kappa), kappa)
+    """D†D ψ, the Hermitian positive operator of the two-flavour theory (for many applications at the
+    same links, build one `Stencil` and call its ``ddag``)."""
+    return Stencil(theta, kappa, psi.dtype).ddag(psi)
 
 
 def dense(theta: torch.Tensor, kappa: float) -> torch.Tensor:
@@ -154,10 +170,13 @@ def log_det_ddag(theta: torch.Tensor, kappa: float) -> torch.Tensor:
 
 def chiral_condensate(theta: torch.Tensor, kappa: float, n_flavours: int = 2) -> torch.Tensor:
     """−(N_f / V) Tr D⁻¹ per configuration, shape (B,), real part (κ normalisation of D; ×2κ for D_W's)."""
-    matrix = dense(theta, kappa)
-    volume = theta.shape[2] * theta.shape[3]
-    trace = torch.linalg.inv(matrix).diagonal(dim1=-2, dim2=-1).sum(-1)
-    return -n_flavours * trace.real / volume
+    return condensate_of_inverse(torch.linalg.inv(dense(theta, kappa)), n_flavours)
+
+
+def condensate_of_inverse(inverse: torch.Tensor, n_flavours: int = 2) -> torch.Tensor:
+    """−(N_f / V) Re Tr D⁻¹ from the dense inverse (B, 2V, 2V), shape (B,)."""
+    volume = inverse.shape[-1] // 2
+    return -n_flavours * inverse.diagonal(dim1=-2, dim2=-1).sum(-1).real / volume
 
 
 # -- free field (θ = 0): closed forms in momentum space --------------------------------------

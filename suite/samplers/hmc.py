@@ -90,6 +90,8 @@ class HMC(Sampler):
             "acceptance": metrics.get("acceptance"),
             "exp_minus_delta_h": format_value(exp_dh["value"], exp_dh["error"]) if exp_dh else None,
             "diverged": metrics.get("diverged_fraction"),
+            # the theory's solver work (`Theory.solver_work`, e.g. CG iterations), where it reports any
+            **{name: value for name, value in info.items() if name.endswith("_per_trajectory")},
         }
 
 

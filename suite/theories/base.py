@@ -52,6 +52,17 @@ class Theory(ABC):
             (grad,) = torch.autograd.grad(self.action(y).sum(), y)
         return self.field.project(x, grad)
 
+    def refresh(self, x: torch.Tensor, generator: torch.Generator | None = None) -> bool:
+        """Redraw auxiliary fields the action depends on (pseudofermions) for the chains at x, from
+        their heat-bath distribution; HMC calls it at the start of every trajectory. Returns whether
+        it did (the action and force of x have then changed). None by default: False."""
+        return False
+
+    def solver_work(self) -> dict[str, int]:
+        """Cumulative counts of the theory's own solver work (e.g. ``{"cg_iterations": n}``), which
+        HMC records per trajectory; none by default."""
+        return {}
+
     @abstractmethod
     def observables(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-configuration observables, each of shape (B,)."""
