@@ -200,6 +200,13 @@ def broadcast_object(obj):
     return box[0]
 
 
+def barrier() -> None:
+    """Wait until every rank gets here (e.g. until rank 0's file is on disk before the others read it)."""
+    import torch.distributed as dist
+
+    dist.barrier()
+
+
 def average_gradients(params) -> None:
     """Sum the gradients over the ranks with one all_reduce and divide by the world size."""
     import torch

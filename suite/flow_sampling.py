@@ -43,11 +43,10 @@ def draw(model, theory, n_samples: int, batch_size: int) -> tuple[dict[str, np.n
 
 
 @torch.no_grad()
-def target_log_weights(model, theory, configs: torch.Tensor, batch_size: int) -> np.ndarray:
+def target_log_weights(model, theory, configs: torch.Tensor, batch_size: int, dtype: torch.dtype) -> np.ndarray:
     """log w = −S − log q, shape (M,), at configurations ``configs`` (M, *field shape) drawn from the
     target (for the forward ESS and the EUBO, `suite.metrics`); S in float64, log q in the model's
-    dtype. The model needs ``log_prob``."""
-    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    real ``dtype``. The model needs ``log_prob``."""
     log_w = []
     for first in range(0, len(configs), batch_size):
         x = configs[first:first + batch_size]

@@ -393,6 +393,8 @@ def train(model: nn.Module, objective: Objective, *, batch_size: int, lr: float,
                           "scheduler": scheduler.state_dict(), "objective": objective.state_dict(),
                           "log": asdict(log), "bad_run": bad_run, "ess_window": list(window),
                           "rng": _rng_state(), **extra}, ckpt)
+        if group is not None:  # no rank goes on (and may resume from ckpt) before rank 0 has written it
+            distributed.barrier()
         return time.perf_counter() - start, time.process_time() - cpu_start
 
     model.train()

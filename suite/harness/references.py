@@ -109,8 +109,6 @@ def pooled_references(group: list[ResultRow], names: list[str]) -> dict[str, Ref
                 out[name] = None
                 continue
             value, error, tau, provenance = est["value"], est["error"], est["tau_int"], _provenance(group[-1:])
-            if len(group) > 1:
-                replicas = None  # the last row alone: its own chains' drift is not the group's
         drift = half_drift(replicas) if replicas is not None else None
         out[name] = Reference(value, error, tau, provenance, drift) if np.isfinite(error) else None
     return out

@@ -352,7 +352,8 @@ class Flow(Sampler):
                                   chains=ens.chains, n_therm=ens.n_therm, separation=ens.separation,
                                   progress=context.progress)
         with model_phase(spec.model, "evaluation"):
-            return target_log_weights(model, theory, configs.to(context.device), spec.sample_batch)
+            return target_log_weights(model, theory, configs.to(context.device), spec.sample_batch,
+                                      context.dtype)
 
     def run(self, spec: FlowSpec, theory, context: RunContext):
         import torch
