@@ -53,6 +53,7 @@ from suite.chain import Chain
 OMELYAN_LAMBDA = 0.1931833275037836
 ADAPT_FRACTION = 0.75  # of the thermalisation adapts the step; the rest runs frozen under a stability guard
 INTEGRATORS = ("leapfrog", "omelyan")
+FORCES_PER_STEP = {"leapfrog": 1, "omelyan": 2}  # force evaluations per integrator step
 
 
 @dataclass
@@ -161,8 +162,13 @@ def hmc_trajectory(theory, x, eps, n_steps, integrator="leapfrog", generator=Non
     `evolve` or a compiled version of it. No host-device synchronisation.
     """
     cache = {} if cache is None else cache
+    counts = cache.setdefault("evaluations", {"action": 0, "force": 0})
     if theory.refresh(x, generator) or cache.get("x") is not x:  # new pseudofermions change S and F of x
         cache.update(x=x, action=theory.action(x), force=theory.force(x))
+        counts["action"] += 1
+        counts["force"] += 1
+    counts["action"] += 1
+    counts["force"] += FORCES_PER_STEP[integrator] * n_steps
     p = _mine(theory.field.momenta(_whole(x, group), generator=generator), group)
     x_new, action_new, force_new, delta_h = evolve(theory, x, p, cache["action"], cache["force"], eps, n_steps,
                                                    integrator)
@@ -287,6 +293,7 @@ def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settin
     # per-trajectory tensors (or views of larger ones) kept alive.
     records, steps, work = {}, {}, {}
     n_total = n_traj * measure_every
+    evaluations_before = dict(state.cache.get("evaluations", {"action": 0, "force": 0}))
     start = time.perf_counter()
     for i in tqdm(range(n_total), desc="measure", disable=_quiet(progress), leave=False):
         before = theory.solver_work()
@@ -316,8 +323,18 @@ def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settin
         timings=seconds,
         info={**asdict(settings), "step_size": state.eps, "n_steps": state.n_steps, "chains": chains,
               "n_therm": n_therm, "n_traj": n_traj, "measure_every": measure_every, "seed": seed,
-              "dtype": str(dtype).removeprefix("torch."), **_per_trajectory(work)},
+              "dtype": str(dtype).removeprefix("torch."), **_per_trajectory(work),
+              **_evaluations(state.cache["evaluations"], evaluations_before, n_total, measure_every)},
     )
+
+
+def _evaluations(after: dict, before: dict, n_total: int, measure_every: int) -> dict[str, float]:
+    """Action and force evaluations per measured trajectory (the cache's counts of `hmc_trajectory`:
+    one action per proposal, the integrator's forces, one more of each where a refresh changed the
+    action) and their sum per measured configuration, ``evaluations_per_sample``."""
+    per = {kind: (after[kind] - before.get(kind, 0)) / n_total for kind in ("action", "force")}
+    return {"action_evaluations_per_trajectory": per["action"], "force_evaluations_per_trajectory": per["force"],
+            "evaluations_per_sample": (per["action"] + per["force"]) * measure_every}
 
 
 def _per_trajectory(work: dict[str, list[int]]) -> dict[str, float]:

@@ -177,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="independent samples the training cost is amortised over (default 1e4)")
     p.add_argument("--observable", help="observable of τ_int and cost (default: the theory's headline observable, "
                                         "chi2 for phi4, topological_charge for u1)")
+    p.add_argument("--rank-by", dest="rank_by", default="cost",
+                   help="order of each entry's contenders: cost (amortised, the default), ess, forward-ess, "
+                        "log-z-error, eubo, modes (the mode-coverage p-value) or evaluations (per independent "
+                        "sample)")
     p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json"])
 
     p = sub.add_parser("calibrate", help="tune a line-of-constant-physics point with HMC and write its entry")
@@ -512,7 +516,7 @@ def cmd_compare(args) -> int:
     from suite.report.build import load_rows
 
     board = leaderboard(load_rows(args.results), by=args.by, target_ess=args.target_ess,
-                        n_independent=args.n_independent, observable=args.observable)
+                        n_independent=args.n_independent, observable=args.observable, rank_by=args.rank_by)
     if args.format == "markdown":
         print(leaderboard_markdown(board, args.target_ess, args.n_independent))
     elif args.format == "csv":
@@ -658,6 +662,9 @@ def main(argv=None) -> int:
         print(f"lftbench: interrupted by {name}; finished runs are kept and a training in progress saved its "
               "checkpoint: run the same command with --resume to continue", file=sys.stderr)
         return 128 + getattr(signal, name, signal.SIGINT).value
+    except BrokenPipeError:  # the reader of the output went away (``lftbench list | head``): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -14,6 +14,18 @@ seed-to-seed spread):
 * ``vs_hmc``: cost_amortised / HMC's cost on the same entry (< 1: cheaper than HMC), and
   ``break_even_n``: the N beyond which the flow, training included, is cheaper;
   ``vs_best_reference_flow``: cost_amortised / that of the cheapest reference flow on the entry.
+
+The protocol metrics of the sampling literature, where the rows have them (NaN otherwise):
+
+* ``log_z_error``: |log Z − log Z_exact| of importance samplers on entries with an exact log Z
+  (error: that of the estimate);
+* ``forward_ess`` and ``eubo``: from the sampler's density on target samples (`suite.metrics`);
+* ``modes_p``: the p-value of the mode-coverage χ² test (`suite.modes`), reweighted where the
+  sampler has weights, else unweighted; pooled over seeds as the smallest;
+* ``evaluations_per_independent_sample``: action + force evaluations per sample
+  (``sampler_info.evaluations_per_sample``: HMC, AIS and the samplers that report it) / ESS per sample.
+
+``rank_by`` orders each entry's contenders by one of `RANKINGS` (default: amortised cost).
 """
 
 from __future__ import annotations
@@ -31,6 +43,11 @@ from suite.report import fits
 from suite.theories.registry import theory_info
 
 GROUPINGS = ("model", "objective", "sampler")
+# --rank-by: the column each entry's contenders are sorted by, and whether larger is better
+RANKINGS = {"cost": ("cost_amortised", False), "ess": ("ess", True), "forward-ess": ("forward_ess", True),
+            "log-z-error": ("log_z_error", False), "eubo": ("eubo", False), "modes": ("modes_p", True),
+            "evaluations": ("evaluations_per_independent_sample", False)}
+PROTOCOL = ("log_z_error", "forward_ess", "eubo", "evaluations_per_independent_sample")
 
 
 def contender(row, by: str) -> str:
@@ -53,10 +70,32 @@ def _run_record(row, observable: str, target: float) -> dict:
     cost_error = cost * ess_error / ess if ess > 0 else math.nan
     record = {"ess": ess, "ess_error": ess_error, "cost": cost, "cost_error": cost_error,
               "train_steps": training.get("steps", 0), "train_seconds": training.get("seconds", 0.0)}
+    record.update(_protocol_record(row, ess, ess_error))
     crossing = run_time_to_target(row, target)
     if crossing is not None:
         record.update({"reached_to_target": crossing["reached"],
                        **{f"{n}_to_target{e}": crossing[n + e] for n in ("steps", "seconds") for e in ("", "_error")}})
+    return record
+
+
+def _protocol_record(row, ess: float, ess_error: float) -> dict:
+    """The protocol metrics of one row (module docstring), NaN where the row has none."""
+    metrics, nan = row.metrics, (math.nan, math.nan)
+    log_z, exact = metrics.get("log_z"), row.reference.get("log_z")
+    log_z_error = (abs(log_z["value"] - exact["value"]), log_z["error"]) if log_z and exact else nan
+    forward, eubo = (metrics.get(name) for name in ("forward_ess", "eubo"))
+    evaluations = row.sampler_info.get("evaluations_per_sample")
+    per_independent = nan
+    if evaluations is not None and ess > 0:
+        per_independent = (evaluations / ess, evaluations * ess_error / ess**2)
+    coverage = metrics.get("mode_coverage")
+    test = coverage and (coverage.get("reweighted") or coverage["unweighted"])
+    record = {"modes_p": test["p_value"] if test and test["p_value"] is not None else math.nan}
+    for name, (value, error) in (("log_z_error", log_z_error),
+                                 ("forward_ess", (forward["value"], forward["error"]) if forward else nan),
+                                 ("eubo", (eubo["value"], eubo["error"]) if eubo else nan),
+                                 ("evaluations_per_independent_sample", per_independent)):
+        record[name], record[f"{name}_error"] = value, error
     return record
 
 
@@ -69,10 +108,12 @@ def _pooled(values: np.ndarray, errors: np.ndarray) -> tuple[float, float]:
 
 
 def leaderboard(rows: list[dict], *, by: str = "model", target_ess: float = 0.5, n_independent: float = 1e4,
-                observable: str | None = None) -> pd.DataFrame:
-    """One row per (entry, contender), sorted by entry and amortised cost; see the module docstring."""
+                observable: str | None = None, rank_by: str = "cost") -> pd.DataFrame:
+    """One row per (entry, contender), sorted by entry and then by ``rank_by``; see the module docstring."""
     if by not in GROUPINGS:
         raise UsageError(f"--by must be one of {', '.join(GROUPINGS)}, got {by!r}")
+    if rank_by not in RANKINGS:
+        raise UsageError(f"--rank-by must be one of {', '.join(RANKINGS)}, got {rank_by!r}")
     if not 0 < target_ess <= 1:
         raise UsageError(f"--target-ess must be in (0, 1], got {target_ess}")
     if not n_independent > 0:
@@ -97,8 +138,9 @@ def leaderboard(rows: list[dict], *, by: str = "model", target_ess: float = 0.5,
                "reference": first.plugin.is_reference(first.sampler), "runs": len(records),
                "observable": records[0]["observable"],
                "train_steps": frame.train_steps.mean(), "train_seconds": frame.train_seconds.mean()}
-        for name in ("ess", "cost"):
+        for name in ("ess", "cost", *PROTOCOL):
             out[name], out[f"{name}_error"] = _pooled(frame[name].to_numpy(), frame[f"{name}_error"].to_numpy())
+        out["modes_p"] = float(frame.modes_p.min())
         out["cost_amortised"] = float(fits.amortised_cost(out["train_seconds"], out["cost"], n_independent))
         for name in ("steps", "seconds"):
             column = f"{name}_to_target"
@@ -127,7 +169,9 @@ def leaderboard(rows: list[dict], *, by: str = "model", target_ess: float = 0.5,
     best = reference_flows.groupby("entry").cost_amortised.min()
     board = board.assign(vs_hmc=vs, break_even_n=n_star, break_even_n_error=n_star_error,
                          vs_best_reference_flow=board.cost_amortised / board.entry.map(best))
-    return board.sort_values(["entry", "cost_amortised"], kind="stable").reset_index(drop=True)
+    column, larger_is_better = RANKINGS[rank_by]
+    return board.sort_values(["entry", column], ascending=[True, not larger_is_better], na_position="last",
+                             kind="stable").reset_index(drop=True)
 
 
 def leaderboard_markdown(board: pd.DataFrame, target_ess: float, n_independent: float) -> str:
@@ -155,6 +199,12 @@ def leaderboard_markdown(board: pd.DataFrame, target_ess: float, n_independent: 
             "break-even N": [fmt(v, e) if math.isfinite(v) else ("never" if v == math.inf else "—")
                              for v, e in zip(part.break_even_n, part.break_even_n_error)],
         })
+        for name, heading in (("log_z_error", "|log Z − exact|"), ("forward_ess", "forward ESS"), ("eubo", "EUBO"),
+                              ("evaluations_per_independent_sample", "evaluations / indep.")):
+            if part[name].notna().any():
+                shown[heading] = [fmt(v, e) for v, e in zip(part[name], part[f"{name}_error"])]
+        if part.modes_p.notna().any():
+            shown["modes p"] = ["—" if math.isnan(p) else f"{p:.2g}" for p in part.modes_p]
         lines += [f"### {entry} (observable {part.observable.iloc[0]})", "", to_markdown(shown), ""]
     lines.append("\\* not a reference sampler (a user's model).")
     return "\n".join(lines)

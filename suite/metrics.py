@@ -25,6 +25,7 @@ import numpy as np
 
 from suite import stats
 from suite.chain import Chain
+from suite.modes import mode_coverage
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -101,11 +102,14 @@ def _reweighted_estimates(chain: Chain, theory, seconds_per_config: float | None
     return estimates
 
 
-def sampler_metrics(chain: Chain) -> dict:
+def sampler_metrics(chain: Chain, theory=None, markov: bool = True) -> dict:
     """Acceptance, <exp(−ΔH)> (must be 1 within errors for a correct HMC) and, for importance samplers,
     the ESS with the Pareto k̂ of their weights (`stats.pareto_k`: above 0.7 the ESS is not to be
-    trusted), log Z = log mean w with its delta-method error (module docstring) and, where the
-    sampler evaluated its density on target samples, the forward ESS and the EUBO."""
+    trusted) and against the number of samples (`stats.ess_versus_samples`), log Z = log mean w with
+    its delta-method error (module docstring) and, where the sampler evaluated its density on target
+    samples, the forward ESS and the EUBO; where ``theory`` knows its sectors, their coverage
+    (`suite.modes.mode_coverage`; ``markov``: the chain's configurations are a Markov chain, not
+    independent samples)."""
     metrics = {}
     if chain.accepted is not None:
         metrics["acceptance"] = float(np.mean(chain.accepted))
@@ -121,6 +125,7 @@ def sampler_metrics(chain: Chain) -> dict:
                           "n_samples": len(log_w), "pareto_k": stats.pareto_k(log_w)}
         log_z, log_z_error = stats.log_mean_weight(log_w)
         metrics["log_z"] = {"value": log_z, "error": log_z_error, "error_method": "delta"}
+        metrics["ess_curve"] = stats.ess_versus_samples(log_w)
     if chain.target_log_weights is not None:
         # Forward metrics from samples of the target (`stats.forward_effective_sample_size`): the
         # forward ESS, and EUBO = E_p[log w] ≥ log Z (equality iff q = p; EUBO − log Z = KL(p‖q)),
@@ -134,6 +139,9 @@ def sampler_metrics(chain: Chain) -> dict:
         # Mode coverage: the unweighted fraction of configurations with M > 0 (½ for a Z₂-symmetric
         # target; a flow that collapsed onto one vacuum of the broken phase shows ~0 or ~1).
         metrics["fraction_positive_mag"] = float(np.mean(chain.observables["mag"] > 0))
+    sectors = theory.sectors() if theory is not None else None
+    if sectors is not None and sectors.observable in chain.observables:
+        metrics["mode_coverage"] = mode_coverage(chain, sectors, markov)
     return metrics
 
 

@@ -110,3 +110,28 @@ def test_the_best_reference_flow_is_a_trained_flow_not_another_reference_sampler
     board = leaderboard([ais, flow_row(tmp_path, "hybrid", ess=0.2), hmc_row()]).set_index("contender")
     assert board.loc["hybrid", "vs_best_reference_flow"] == 1  # the cheaper AIS does not set the scale
     assert board.loc["ais", "reference"] and board.loc["ais", "vs_best_reference_flow"] < 1
+
+
+def test_protocol_metrics_and_ranking_by_them(tmp_path, capsys):
+    """log Z error against the exact log Z, forward ESS, EUBO, mode-coverage p and evaluations per
+    independent sample are pooled per contender, and --rank-by orders each entry by them."""
+    good, bad = flow_row(tmp_path, "affine", ess=0.1), flow_row(tmp_path, "spline", ess=0.4)
+    for row, log_z, forward, p in ((good, 10.02, 0.3, 0.5), (bad, 9.5, 0.01, 1e-8)):
+        row.metrics.update(log_z={"value": log_z, "error": 0.01}, forward_ess={"value": forward, "error": 0.01},
+                           eubo={"value": 10 + 1 / forward, "error": 0.1},
+                           mode_coverage={"unweighted": {"p_value": 0.9}, "reweighted": {"p_value": p}})
+        row.reference = {"log_z": {"value": 10.0, "error": 0.0, "provenance": "exact", "pull": 0.0}}
+        row.sampler_info = {"evaluations_per_sample": 1}
+    by_cost = leaderboard([good, bad, hmc_row()]).set_index("contender")
+    assert by_cost.loc["affine", "log_z_error"] == pytest.approx(0.02)
+    assert by_cost.loc["spline", "log_z_error"] == pytest.approx(0.5)
+    assert by_cost.loc["spline", "evaluations_per_independent_sample"] == pytest.approx(2.5)
+    assert by_cost.loc["affine", "modes_p"] == 0.5 and math.isnan(by_cost.loc["hmc", "modes_p"])
+    assert list(leaderboard([good, bad, hmc_row()], rank_by="ess").contender)[:2] == ["spline", "affine"]
+    for rank_by in ("forward-ess", "log-z-error", "eubo", "modes"):
+        assert list(leaderboard([good, bad, hmc_row()], rank_by=rank_by).contender)[:2] == ["affine", "spline"]
+    (tmp_path / "results.jsonl").write_text("".join(encode(r.to_dict()) for r in (good, bad)))
+    assert main(["compare", str(tmp_path), "--rank-by", "forward-ess"]) == 0
+    assert "forward ESS" in capsys.readouterr().out
+    assert main(["compare", str(tmp_path), "--rank-by", "speed"]) == 2
+    assert "--rank-by must be one of" in capsys.readouterr().err

@@ -126,3 +126,47 @@ def test_measuring_every_kth_trajectory_thins_the_same_chain():
     np.testing.assert_array_equal(thinned.observables["chi2"], every.observables["chi2"][:, 2::3])
     np.testing.assert_array_equal(thinned.delta_h, every.delta_h)
     assert thinned.info["measure_every"] == 3
+
+
+class CountingTheory:
+    """A theory that counts the calls of its action and force (outside measurements)."""
+
+    def __init__(self, theory):
+        self.theory, self.calls, self.measuring = theory, {"action": 0, "force": 0}, False
+        self.field, self.lattice = theory.field, theory.lattice
+
+    def action(self, x):
+        self.calls["action"] += not self.measuring
+        return self.theory.action(x)
+
+    def force(self, x):
+        self.calls["force"] += 1
+        return self.theory.force(x)
+
+    def refresh(self, x, generator=None):
+        return False
+
+    def solver_work(self):
+        return {}
+
+    def observables(self, x):
+        self.measuring = True
+        try:
+            return self.theory.observables(x)
+        finally:
+            self.measuring = False
+
+
+@pytest.mark.parametrize("integrator, measure_every", [("leapfrog", 1), ("omelyan", 2)])
+def test_evaluation_counts_are_the_calls_made(integrator, measure_every):
+    """The info's evaluations per trajectory match the action and force calls actually made: one of
+    each to start (no state carried yet), then per trajectory one action and the integrator's forces."""
+    counting = CountingTheory(Phi4.from_albergo((4, 4), m2=-4.0, lam=8.0))
+    settings = HMCSettings(n_steps=5, integrator=integrator, adapt=False)
+    chain = run_hmc(counting, chains=2, n_therm=3, n_traj=4, seed=1, settings=settings, measure_every=measure_every)
+    trajectories = 3 + 4 * measure_every
+    info = chain.info
+    assert counting.calls["action"] == 1 + trajectories * info["action_evaluations_per_trajectory"]
+    assert counting.calls["force"] == 1 + trajectories * info["force_evaluations_per_trajectory"]
+    assert info["force_evaluations_per_trajectory"] == 5 * (2 if integrator == "omelyan" else 1)
+    assert info["evaluations_per_sample"] == measure_every * (1 + info["force_evaluations_per_trajectory"])

@@ -166,6 +166,24 @@ def test_ess_bootstrap_error():
     assert 0.6 < boot / spread < 1.6
 
 
+def test_ess_versus_samples_shows_the_small_sample_bias():
+    """Gaussian log-weights of variance σ² have ESS per sample e^{−σ²}: at the full N the band holds it,
+    with few samples the median lies far above it (the large weights are rarely drawn), and the band
+    at each n covers the spread of the ESS of fresh draws of n."""
+    rng = np.random.default_rng(7)
+    sigma = 1.5
+    lw = rng.normal(0.0, sigma, 200_000)
+    curve = stats.ess_versus_samples(lw, n_points=8, n_boot=60, seed=3)
+    exact = np.exp(-sigma**2)
+    assert curve["n"][0] == 16 and curve["n"][-1] == len(lw) and len(curve["median"]) == 8
+    assert curve["low"][-1] <= exact * 1.1 and curve["high"][-1] >= exact * 0.9
+    assert curve["median"][0] > 3 * exact
+    assert np.all(np.diff(curve["median"]) < 0.02)     # falls (up to noise) towards the exact value
+    fresh = [stats.effective_sample_size(rng.normal(0.0, sigma, curve["n"][2])) for _ in range(400)]
+    low, high = np.percentile(fresh, [16, 84])
+    assert curve["low"][2] == pytest.approx(low, rel=0.35) and curve["high"][2] == pytest.approx(high, rel=0.35)
+
+
 def test_reweighted_mean():
     mu, n = 0.5, 20_000
     x = np.random.default_rng(4).standard_normal(n)

@@ -14,7 +14,7 @@ from scipy.special import ive
 from reference.hmc import integrate as hmc_integrate
 from reference.hmc import run_hmc
 from suite.catalogue import entries, get_entry
-from suite.exact.u1 import (chi_t_infinite_volume, log_partition_function, plaquette_exact,
+from suite.exact.u1 import (charge_distribution, chi_t_infinite_volume, log_partition_function, plaquette_exact,
                             plaquette_infinite_volume, q2_exact, single_plaquette_moments, u1_exact,
                             wilson_loop_exact)
 from suite.fields import TorusSpace, wrap_angle
@@ -300,11 +300,12 @@ def test_exact_2x2_against_integral_over_link_angles(beta):
     assert q2_fine == pytest.approx(exact, rel=0.015)
 
 
-def brute_force_by_convolution(beta, volume, areas=(), m=2048):
-    """<cos θ_P>, <Q²> and Wilson loops on a torus of V plaquettes from the density of sums of plaquette
-    angles: p = f*f*...*f (linear convolutions on a grid of m cells per 2π, f(φ) = e^{β cos φ} on (−π, π]),
-    the last plaquette φ_V = wrap(−s) weighted by e^{β cos s}, Q = round(s/2π). No Fourier series, no
-    Bessel functions; midpoint rule with error O(h²), removed by Richardson extrapolation (m, 2m)."""
+def brute_force_by_convolution(beta, volume, areas=(), m=2048, charges=()):
+    """<cos θ_P>, <Q²>, Wilson loops and P(Q) for Q in ``charges`` on a torus of V plaquettes from the
+    density of sums of plaquette angles: p = f*f*...*f (linear convolutions on a grid of m cells per 2π,
+    f(φ) = e^{β cos φ} on (−π, π]), the last plaquette φ_V = wrap(−s) weighted by e^{β cos s},
+    Q = round(s/2π). No Fourier series, no Bessel functions; midpoint rule with error O(h²), removed by
+    Richardson extrapolation (m, 2m)."""
 
     def once(m):
         h = TWO_PI / m
@@ -325,6 +326,7 @@ def brute_force_by_convolution(beta, volume, areas=(), m=2048):
             rest, _ = power(volume - 1 - area)
             joint = fftconvolve(pa * np.cos(sa), rest)
             values.append((joint * np.exp(beta * (np.cos(s) - 1))).sum() / w.sum())
+        values += [w[np.round(s / TWO_PI) == q].sum() / w.sum() for q in charges]
         return np.array(values)
 
     return (4 * once(2 * m) - once(m)) / 3
@@ -339,6 +341,25 @@ def test_exact_against_brute_force_convolution(lattice, beta):
     assert q2_exact(beta, volume) == pytest.approx(got[1], rel=1e-9)
     assert wilson_loop_exact(beta, volume, 2) == pytest.approx(got[2], rel=1e-8)
     assert wilson_loop_exact(beta, volume, 4) == pytest.approx(got[3], rel=1e-8)
+
+
+@pytest.mark.parametrize("beta", [1.0, 4.0])
+def test_charge_distribution_against_brute_force_convolution(beta):
+    charges = (0, 1, 2, 3)
+    got = brute_force_by_convolution(beta, 16, m=1024, charges=charges)[2:]
+    q, p = charge_distribution(beta, 16)
+    exact = dict(zip(q.tolist(), p))
+    for charge, value in zip(charges, got):
+        assert exact.get(charge, 0.0) == pytest.approx(value, rel=1e-7, abs=1e-13)
+        assert exact.get(-charge, 0.0) == pytest.approx(exact.get(charge, 0.0), rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("beta, volume", [(0.5, 64), (2.0, 256), (6.0, 1024), (1.0, 1024)])
+def test_charge_distribution_is_normalised_and_has_the_exact_second_moment(beta, volume):
+    q, p = charge_distribution(beta, volume)
+    assert p.sum() == pytest.approx(1.0, abs=1e-12)
+    assert (q * q * p).sum() == pytest.approx(q2_exact(beta, volume), rel=1e-9)
+    assert np.all(p >= 0) and p[len(p) // 2] == p.max() and q[len(q) // 2] == 0
 
 
 def test_known_limits_and_stability():

@@ -121,3 +121,35 @@ def throughput_vs_volume(sampling: dict[str, list[tuple[int, float]]], training:
         if series:
             ax.legend(fontsize=7)
     return _save(fig, title, path)
+
+
+def sector_fractions(exact: tuple[list, list], runs: dict[str, dict], observable: str, title: str,
+                     path: Path) -> Path:
+    """The exact sector probabilities (bars) and each run's observed fractions (markers: filled
+    unweighted, open reweighted), log scale. ``runs`` maps a label to a ``mode_coverage`` metric."""
+    labels, probabilities = (np.asarray(v, dtype=float) for v in exact)
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    ax.bar(labels, probabilities, width=0.8, color="0.85", label="exact")
+    offsets = np.linspace(-0.25, 0.25, max(len(runs), 1))
+    for offset, (label, coverage) in zip(offsets, runs.items()):
+        line, = ax.plot(labels + offset, coverage["unweighted"]["fractions"], "o", label=f"{label} (unweighted)")
+        if "reweighted" in coverage:
+            ax.plot(labels + offset, coverage["reweighted"]["fractions"], "o", mfc="none", color=line.get_color(),
+                    label=f"{label} (reweighted)")
+    positive = probabilities[probabilities > 0]
+    ax.set(xlabel=f"sector ({observable})", ylabel="probability", yscale="log",
+           ylim=(max(positive.min(), 1e-6) / 3, 1.5))
+    ax.legend(fontsize=7)
+    return _save(fig, title, path)
+
+
+def ess_curves(curves: dict[str, dict], title: str, path: Path) -> Path:
+    """ESS per sample against the number of samples n (log–log), median line and 16–84 % band per run;
+    ``curves`` maps a label to an ``ess_curve`` metric (`suite.stats.ess_versus_samples`)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for label, curve in curves.items():
+        line, = ax.plot(curve["n"], curve["median"], marker="o", ms=3, label=label)
+        ax.fill_between(curve["n"], curve["low"], curve["high"], color=line.get_color(), alpha=0.25)
+    ax.set(xlabel="number of samples n", ylabel="ESS per sample", xscale="log", yscale="log")
+    ax.legend(fontsize=7)
+    return _save(fig, title, path)

@@ -29,6 +29,13 @@ def sampler_label(spec: dict) -> str:
     return plugin_of(spec).label(spec)
 
 
+def mode_columns(coverage: dict | None) -> dict:
+    """The p-values of the mode-coverage χ² tests (`suite.modes`), unweighted and reweighted."""
+    if not coverage:
+        return {}
+    return {f"modes_p_{kind}": coverage[kind]["p_value"] for kind in ("unweighted", "reweighted") if kind in coverage}
+
+
 def runs_tables(rows) -> dict[str, pd.DataFrame]:
     """One table per report section (the sampler plugins' ``runs_table``, in registry order), one
     row per finished run: entry, sampler, seed, the plugin's columns, throughput, device."""
@@ -48,6 +55,7 @@ def runs_tables(rows) -> dict[str, pd.DataFrame]:
             "seed": r.seed,
             **plugin.columns(r),
             "fraction_M>0": r.metrics.get("fraction_positive_mag"),
+            **mode_columns(r.metrics.get("mode_coverage")),
             "configs_per_s": r.throughput["configs_per_second"],
             "site_updates_per_s": r.throughput["site_updates_per_second"],
             "device": r.device_name,

@@ -63,6 +63,11 @@ class Theory(ABC):
         HMC records per trajectory; none by default."""
         return {}
 
+    def sectors(self):
+        """The sectors (modes) of configuration space with their exact probabilities, a
+        `suite.modes.Sectors`, for the mode-coverage metric; None (the default) where none are known."""
+        return None
+
     @abstractmethod
     def observables(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-configuration observables, each of shape (B,)."""

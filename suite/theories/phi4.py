@@ -115,6 +115,13 @@ class Phi4(Theory):
         ft = torch.fft.fft(slices, dim=1)
         return torch.fft.ifft(ft * ft.conj(), dim=1).real / self.volume
 
+    def sectors(self):
+        """The two signs of the magnetisation, each of probability ½ by the Z₂ symmetry φ → −φ."""
+        from suite.modes import Sectors
+
+        return Sectors("mag", np.array([-1, 1]), np.array([0.5, 0.5]), "exact: Z2 symmetry",
+                       assign=_sign_sector)
+
     def observables(self, x):
         volume, d = self.volume, self.dim
         dims = tuple(range(1, x.dim()))
@@ -154,6 +161,11 @@ class Phi4(Theory):
                 description="second-moment correlation length",
             )
         return derived
+
+
+def _sign_sector(magnetisation: np.ndarray) -> np.ndarray:
+    """+1 for M > 0, −1 otherwise (M = 0 exactly has probability zero)."""
+    return np.where(np.asarray(magnetisation) > 0, 1, -1)
 
 
 def second_moment_correlation_length(chi2: float, g_pmin: float, length: int) -> float:

@@ -150,6 +150,16 @@ class U1(Theory):
     def derived_quantities(self):
         return creutz_ratios(self.loop_extent)
 
+    def sectors(self):
+        """The topological sectors Q with the exact P(Q) of the character expansion (none at β = 0)."""
+        from suite.exact.u1 import charge_distribution
+        from suite.modes import Sectors
+
+        if self.beta == 0:
+            return None
+        charges, probabilities = charge_distribution(self.beta, self.volume)
+        return Sectors("topological_charge", charges, probabilities, "exact: U(1) character expansion")
+
 
 def gauge_transform(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """θ_μ(x) → wrap(α(x) + θ_μ(x) − α(x+μ̂)) for α of shape (B, L0, L1)."""
