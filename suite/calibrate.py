@@ -1,5 +1,5 @@
-"""``lftbench calibrate``: tune a line-of-constant-physics point's parameter with HMC and store
-its catalogue entry with measured reference values.
+"""``lftbench calibrate``: tune a line-of-constant-physics point's parameter with its line's sampler
+(HMC, or the cluster algorithm for O(N)) and store its catalogue entry with measured reference values.
 
 Tuned points (see `suite.catalogue.lines`): find p with O(p) = target (O the target observable,
 e.g. ξ_2nd) to within the relative tolerance, from HMC estimates with errors, on the root of
@@ -15,10 +15,10 @@ f(p) = ln(O(p)/target):
 
 Volume points take the tuned parameter of their ``from`` point and are measured once.
 
-Every HMC evaluation and every segment of a reference measurement is kept in a state folder as
+Every evaluation and every segment of a reference measurement is kept in a state folder as
 soon as it is done (``evaluations.json``, ``segment-K.npz``), so an interrupted calibration
 resumes where it stopped and repeats no finished run. A reference measurement of S segments is
-S independent HMC runs (own seeds, own thermalisation) pooled as replica.
+S independent runs (own seeds, own thermalisation) pooled as replica.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 
 from suite import __version__
 from suite.catalogue import catalogue_version
-from suite.catalogue.lines import CALIBRATED_FILE, Point, points
+from suite.catalogue.lines import LINES_DIR, Point, calibrated_file, points
 from suite.chain import Chain
 from suite.errors import UsageError
 
@@ -59,10 +59,19 @@ def _theory(point: Point, value: float):
 
 
 def _run(point: Point, value: float, settings: dict, seed: int, progress) -> Chain:
-    from reference.hmc import run_hmc
+    """One run of the line's sampler (its default precision) with ``settings`` at ``value``."""
+    import tempfile
 
-    return run_hmc(_theory(point, value), chains=settings["chains"], n_therm=settings["n_therm"],
-                   n_traj=settings["n_traj"], seed=seed, progress=progress)
+    import torch
+
+    from suite.samplers import get_sampler, run_sampler
+
+    spec = {"name": point.sampler, **{k: v for k, v in settings.items() if k != "segments"}}
+    dtype = getattr(torch, get_sampler(point.sampler).default_dtype)
+    with tempfile.TemporaryDirectory() as run_dir:  # these samplers keep no artifacts
+        chain, _ = run_sampler(spec, _theory(point, value), seed=seed, dtype=dtype, run_dir=run_dir,
+                               progress=progress)
+    return chain
 
 
 def _estimates(point: Point, value: float, chain: Chain) -> dict[str, dict]:
@@ -164,20 +173,20 @@ def _reference_measurement(point: Point, value: float, folder: Path, log, progre
                  info={**chains[0].info, "segments": len(chains)})
 
 
-def calibrate(entry_id: str, state_dir: str | Path, *, catalogue_file: Path = CALIBRATED_FILE,
-              log=print, progress=None, monotone: int = -1) -> dict:
+def calibrate(entry_id: str, state_dir: str | Path, *, catalogue_file: Path | None = None,
+              log=print, progress=None) -> dict:
     """Calibrate one point (its ``from`` point first, if needed) and write its entry; returns it.
 
-    ``monotone``: the sign of dO/dp before the data show it (−1: ξ_2nd falls as m² rises).
+    ``catalogue_file``: where to write it (default: its lines file's calibrated file).
     """
     point = points().get(entry_id)
     if point is None:
         raise UsageError(f"{entry_id!r} is not a point of a line of constant physics; see 'lftbench calibrate --list'")
+    catalogue_file = point.catalogue_file if catalogue_file is None else catalogue_file
     written = read_calibrated(catalogue_file)
     if point.source is not None:
         if point.source not in written:
-            calibrate(point.source, state_dir, catalogue_file=catalogue_file, log=log, progress=progress,
-                      monotone=monotone)
+            calibrate(point.source, state_dir, catalogue_file=catalogue_file, log=log, progress=progress)
             written = read_calibrated(catalogue_file)
         value = written[point.source]["params"][point.parameter]
     folder = _state_path(state_dir, point)
@@ -190,7 +199,7 @@ def calibrate(entry_id: str, state_dir: str | Path, *, catalogue_file: Path = CA
 
     while True:
         if point.tuned:
-            value = _tuned_value(point, state, save, log, progress, monotone)
+            value = _tuned_value(point, state, save, log, progress, point.monotone)
         chain = _reference_measurement(point, value, folder, log, progress)
         observables = _estimates(point, value, chain)
         if not point.tuned:
@@ -214,10 +223,13 @@ def calibrate(entry_id: str, state_dir: str | Path, *, catalogue_file: Path = CA
 
 
 def _entry(point: Point, value: float, observables: dict, info: dict) -> dict:
-    """The catalogue entry (as a dict in catalogue-file form) of a calibrated point."""
-    s = point.reference
-    stats = (f"{s['segments']} x {s['chains']} chains x {s['n_traj']} trajectories after {s['n_therm']}, "
-             f"seeds {REFERENCE_SEED}..{REFERENCE_SEED + s['segments'] - 1}")
+    """The catalogue entry (as a dict in catalogue-file form) of a calibrated point; ``info`` is the
+    reference measurement's sampler info (its statistics in words go into the provenance)."""
+    from suite.samplers import get_sampler
+
+    segments = point.reference["segments"]
+    stats = (f"{segments} x {get_sampler(point.sampler).statistics(info)}, "
+             f"seeds {REFERENCE_SEED}..{REFERENCE_SEED + segments - 1}")
     if point.tuned:
         name, target = _target(point)
         how = (f"{point.parameter} tuned by lftbench calibrate to {name} = {target:g} within "
@@ -225,7 +237,7 @@ def _entry(point: Point, value: float, observables: dict, info: dict) -> dict:
     else:
         how = f"{point.parameter} of {point.source} (same bare theory, another volume)"
     reference = {name: {"value": est["value"], "error": float(f"{est['error']:.3g}"),
-                        "provenance": f"computed: hmc, {stats}, lftbench {__version__}",
+                        "provenance": f"computed: {point.sampler}, {stats}, lftbench {__version__}",
                         "command": f"lftbench calibrate {point.id}"}
                  for name, est in observables.items()}
     return {"id": point.id, "theory": point.theory, "convention": point.convention,
@@ -234,10 +246,13 @@ def _entry(point: Point, value: float, observables: dict, info: dict) -> dict:
             "reference": reference}
 
 
-def read_calibrated(path: Path = CALIBRATED_FILE) -> dict[str, dict]:
-    """The calibrated entries written so far, as raw dicts by id."""
+def read_calibrated(path: Path | None = None) -> dict[str, dict]:
+    """The calibrated entries written so far to ``path`` (default: every lines file's), as raw dicts by id."""
     import tomllib
 
+    if path is None:
+        files = [calibrated_file(lines) for lines in sorted(LINES_DIR.glob("*.toml"))]
+        return {k: v for file in files for k, v in read_calibrated(file).items()}
     if not Path(path).exists():
         return {}
     return {e["id"]: e for e in tomllib.loads(Path(path).read_text()).get("entry", [])}
@@ -253,7 +268,7 @@ def _toml_value(value) -> str:
     return repr(value)
 
 
-def record_calibrated(entry: dict, path: Path = CALIBRATED_FILE) -> None:
+def record_calibrated(entry: dict, path: Path) -> None:
     """Add or replace one entry: the file is read again and rewritten under an exclusive lock, so
     calibrations running side by side (each for hours) do not drop each other's entries."""
     import fcntl
@@ -263,7 +278,7 @@ def record_calibrated(entry: dict, path: Path = CALIBRATED_FILE) -> None:
         write_calibrated({**read_calibrated(path), entry["id"]: entry}, path)
 
 
-def write_calibrated(entries: dict[str, dict], path: Path = CALIBRATED_FILE) -> None:
+def write_calibrated(entries: dict[str, dict], path: Path) -> None:
     """Write the calibrated entries (in the lines files' order) as a catalogue file, atomically."""
     order = list(points())
     lines = ["# Lines of constant physics: entries written by `lftbench calibrate` from",

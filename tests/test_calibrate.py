@@ -118,6 +118,62 @@ def test_lines_file_is_validated(tmp_path):
     path.write_text(LINES.replace('target = { xi2nd = 2.0 }\n', ''))
     with pytest.raises(UsageError, match="either a 'target'"):
         parse_lines_file(path)
+    # the search and reference tables are the line's sampler's options, checked against its spec
+    path.write_text(LINES.replace("n_traj = 300 }", "n_trajectories = 300 }", 1))
+    with pytest.raises(UsageError, match="free-xi2/L6.*n_trajectories"):
+        parse_lines_file(path)
+    path.write_text(LINES.replace('step = 0.1', 'step = 0.1\nsampler = "cluster"'))
+    with pytest.raises(UsageError, match="sampler 'cluster'"):  # no n_traj option: the cluster sampler's are others
+        parse_lines_file(path)
+    path.write_text(LINES.replace('step = 0.1', 'step = 0.1\nmonotone = 0'))
+    with pytest.raises(UsageError, match="monotone must be -1 or 1"):
+        parse_lines_file(path)
+
+
+O3_LINE = """
+[[line]]
+theory = "on"
+convention = "standard"
+fixed = { n = 3 }
+parameter = "beta"
+sampler = "cluster"
+monotone = 1
+tolerance = 0.1
+step = 0.1
+search = { chains = 8, n_therm = 20, n_meas = 100, n_clusters = 4 }
+reference = { chains = 8, n_therm = 20, n_meas = 200, n_clusters = 4 }
+
+[[line.point]]
+id = "on/test-xi1/L6"
+lattice = [6, 6]
+target = { xi2nd = 1.0 }
+guess = 0.6
+tier = "quick"
+description = "O(3) at xi = 1"
+"""
+
+
+def test_a_line_measured_with_the_cluster_algorithm(tmp_path, monkeypatch):
+    """A sigma-model line: ξ grows with β (monotone = +1), the cluster sampler measures it, and the
+    entry's provenance names it. The tuned β reproduces ξ in an independent HMC run."""
+    path = tmp_path / "o3.toml"
+    path.write_text(O3_LINE)
+    found = parse_lines_file(path)
+    assert found["on/test-xi1/L6"].catalogue_file.name == "o3-lcp.toml"
+    monkeypatch.setattr(cal, "points", lambda: found)
+    entry = cal.calibrate("on/test-xi1/L6", tmp_path / "state", catalogue_file=tmp_path / "lcp.toml",
+                          log=lambda m: None, progress=False)
+    xi = entry["reference"]["xi2nd"]
+    assert abs(xi["value"] - 1) <= 0.1 and entry["params"]["n"] == 3
+    assert xi["provenance"].startswith("computed: cluster, 1 x 8 chains x 200 measurements")
+    from reference.hmc import run_hmc
+    from suite.metrics import estimate_observables
+    from suite.theories import build_theory
+
+    theory = build_theory("on", (6, 6), "standard", entry["params"])
+    est = estimate_observables(run_hmc(theory, chains=16, n_therm=100, n_traj=300, seed=3, progress=False),
+                               theory)["xi2nd"]
+    assert abs(est["value"] - xi["value"]) < 4 * math.hypot(est["error"], xi["error"])
 
 
 def test_shipped_lines_are_valid_and_calibrated_entries_match_them():

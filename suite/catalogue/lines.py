@@ -8,10 +8,17 @@ parameters, the tuned one and the tolerance) and its points:
 * a *volume* point takes the tuned parameter of another point (``from``) on a different lattice,
   so that a line of points differs only in volume.
 
+A line names the sampler that measures it (``sampler``, a registered plugin: ``hmc`` by default,
+``cluster`` for O(N)); a point's ``search`` and ``reference`` tables are that sampler's options
+(checked against its spec when the file is read) plus ``segments``, the independent runs pooled for
+the reference. ``monotone`` (±1, default −1) is the sign of dO/dp the search assumes before two
+evaluations show it (−1: ξ_2nd falls as φ⁴'s m² rises; +1: ξ grows with a sigma model's β).
+
 ``lftbench calibrate ID`` writes each point's entry, with the tuned parameter and the measured
-reference values (provenance ``computed``), to the calibrated-catalogue file ``CALIBRATED_FILE``
-that the catalogue loads like any other; a point not yet calibrated is no entry (so it can carry
-no reference value), and asking for it names the command that calibrates it.
+reference values (provenance ``computed``), to the calibrated-catalogue file of its lines file
+(``lines/NAME.toml`` → ``NAME-lcp.toml`` beside this module, `calibrated_file`) that the catalogue
+loads like any other; a point not yet calibrated is no entry (so it can carry no reference value),
+and asking for it names the command that calibrates it.
 
 This module imports no torch.
 """
@@ -26,8 +33,14 @@ from pathlib import Path
 from suite.errors import UsageError
 
 LINES_DIR = Path(__file__).parent / "lines"
-CALIBRATED_FILE = Path(__file__).parent / "phi4-lcp.toml"
-RUN_FIELDS = {"chains", "n_therm", "n_traj", "segments"}
+
+
+def calibrated_file(lines_file: Path) -> Path:
+    """The catalogue file that ``lftbench calibrate`` writes a lines file's entries to."""
+    return Path(__file__).parent / f"{Path(lines_file).stem}-lcp.toml"
+
+
+CALIBRATED_FILE = calibrated_file(LINES_DIR / "phi4.toml")
 
 
 @dataclass(frozen=True)
@@ -47,20 +60,32 @@ class Point:
     guess: float | None = None                   # start of the search (tuned points)
     step: float = 0.1                            # first step of the bracket search
     source: str | None = None                    # the point whose parameter a volume point takes
-    search: dict = field(default_factory=dict)   # HMC statistics of one search evaluation
-    reference: dict = field(default_factory=dict)  # HMC statistics of the reference measurement
+    search: dict = field(default_factory=dict)   # sampler options of one search evaluation
+    reference: dict = field(default_factory=dict)  # sampler options (and segments) of the reference measurement
+    sampler: str = "hmc"                         # the registered sampler plugin that measures the line
+    monotone: int = -1                           # sign of dO/dp assumed before the data show it
+    catalogue_file: Path = CALIBRATED_FILE       # where its calibrated entry is written
 
     @property
     def tuned(self) -> bool:
         return self.source is None
 
 
-def _run_settings(raw, where: str) -> dict:
-    if not isinstance(raw, dict) or not set(raw) <= RUN_FIELDS or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= (0 if k == "n_therm" else 1)
-            for k, v in raw.items()) or not {"chains", "n_traj"} <= set(raw):
-        raise UsageError(f"{where}: HMC settings need positive integers chains, n_traj (and n_therm, segments)")
-    return {"n_therm": 500, "segments": 1, **raw}
+def _run_settings(raw, where: str, sampler: str) -> dict:
+    """A search or reference table: the sampler's options (validated by its spec) and ``segments``."""
+    from suite.samplers import parse_spec
+
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where}: give the {sampler} options of the search and the reference as tables")
+    settings = {"segments": 1, **raw}
+    segments = settings.pop("segments")
+    if not isinstance(segments, int) or isinstance(segments, bool) or segments < 1:
+        raise UsageError(f"{where}: segments must be a positive integer, got {segments!r}")
+    try:
+        parse_spec({"name": sampler, **settings})
+    except UsageError as err:
+        raise UsageError(f"{where}: {err}") from None
+    return {**settings, "segments": segments}
 
 
 def parse_lines_file(path: Path) -> dict[str, Point]:
@@ -76,6 +101,9 @@ def parse_lines_file(path: Path) -> dict[str, Point]:
         for key in ("theory", "convention", "fixed", "parameter", "point"):
             if key not in line:
                 raise UsageError(f"{path.name} line {i}: missing field {key!r}")
+        sampler, monotone = line.get("sampler", "hmc"), line.get("monotone", -1)
+        if monotone not in (-1, 1):
+            raise UsageError(f"{path.name} line {i}: monotone must be -1 or 1, got {monotone!r}")
         for raw in line["point"]:
             where = f"{path.name} point {raw.get('id')!r}"
             tuned = "target" in raw
@@ -89,8 +117,9 @@ def parse_lines_file(path: Path) -> dict[str, Point]:
                 description=raw.get("description", line.get("description", "")),
                 target=dict(raw.get("target", {})), tolerance=float(line.get("tolerance", 0.03)),
                 guess=raw.get("guess"), step=float(raw.get("step", line.get("step", 0.1))), source=raw.get("from"),
-                search=_run_settings(raw.get("search", line.get("search")), where) if tuned else {},
-                reference=_run_settings(raw.get("reference", line.get("reference")), where))
+                search=_run_settings(raw.get("search", line.get("search")), where, sampler) if tuned else {},
+                reference=_run_settings(raw.get("reference", line.get("reference")), where, sampler),
+                sampler=sampler, monotone=monotone, catalogue_file=calibrated_file(path))
             if tuned and point.guess is None:
                 raise UsageError(f"{where}: a tuned point needs a 'guess' of {point.parameter}")
             if point.id in points:

@@ -401,7 +401,7 @@ class Flow(Sampler):
             training["evaluations"] = None if None in both else sum(both)
         # sampling costs one action evaluation per sample (its weight, or its Metropolis ratio)
         chain.info = {"n_samples": spec.n_samples, "seed": context.seed,
-                      "dtype": str(context.dtype).removeprefix("torch."), "evaluations_per_sample": 1}
+                      "dtype": str(context.dtype).removeprefix("torch."), "evaluations_per_sample": 1, **chain.info}
         if group is not None:
             chain.info["distributed"] = group.info("sliced" if distributed.can_slice(model) else "per-rank")
         if spec.target_samples and (group is None or group.writer):

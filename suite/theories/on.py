@@ -205,4 +205,5 @@ register_theory(TheoryInfo(
     conventions=CONVENTIONS,
     headline_observable="chi_m",
     figure_observables=("chi_m", "energy", "topological_charge"),
+    reference_observables=("xi2nd", "chi_m", "energy", "chi_t"),
 ))
