@@ -20,8 +20,8 @@ from suite.theories.phi4 import Phi4
 from suite.theories.u1 import U1
 from suite.training import Budget, train
 
-FREE = Phi4.from_lecture((4, 4), m2=0.5, lam=0.0)
-CASES = [(FREE, "affine"), (U1((4, 4), beta=1.0), "u1-equivariant")]
+CASES = [(Phi4.from_lecture((4, 4), m2=0.5, lam=0.0), "affine"), (U1((4, 4), beta=1.0), "u1-equivariant")]
+FREE = Phi4((4, 4), J=0.2, A=0.7, B=0.0)  # a free field whose untrained 4-block SNF (AIS) has ESS ≈ 0.4
 
 
 def snf(theory, model, *, n_blocks=4, layers_per_block=1, step_size=0.3, n_leapfrog=2, seed=0):
@@ -97,8 +97,8 @@ def test_log_z_is_exact_before_and_after_training_which_lowers_the_dissipated_wo
     exact = free_scalar_exact(theory)["log_z"]
     flow = snf(theory, "affine", n_blocks=4, layers_per_block=2, n_leapfrog=2)
     before = snf_chain(flow, n_samples=4000, batch=4000, seed=7).log_weights.ravel()
-    log = train(flow, DissipatedWork(), batch_size=64, lr=3e-3, budget=Budget(steps=80), seed=1, progress=False)
-    assert log.steps == 80 and log.skipped == 0
+    log = train(flow, DissipatedWork(), batch_size=64, lr=3e-3, budget=Budget(steps=60), seed=1, progress=False)
+    assert log.steps == 60 and log.skipped == 0
     after = snf_chain(flow, n_samples=4000, batch=4000, seed=8).log_weights.ravel()
     for log_w in (before, after):
         log_z, error = stats.log_mean_weight(log_w)
@@ -107,7 +107,9 @@ def test_log_z_is_exact_before_and_after_training_which_lowers_the_dissipated_wo
     # W = KL(forward ‖ reverse path measure) ≥ 0; training lowers it well beyond the errors
     assert w_after > -4 * e_after and w_before > -4 * e_before
     assert w_before - w_after > 4 * math.hypot(e_before, e_after) and w_after < 0.5 * w_before, (w_before, w_after)
-    assert stats.effective_sample_size(after) > 2 * stats.effective_sample_size(before)
+    (ess_before, ess_after), errors = ([stats.effective_sample_size(w) for w in (before, after)],
+                                      [stats.ess_bootstrap_error(w) for w in (before, after)])
+    assert ess_after - ess_before > 4 * math.hypot(*errors) and ess_after > 0.8, (ess_before, ess_after, errors)
 
 
 def test_snf_sampler_on_phi4_runs_through_run_report_and_compare(tmp_path, capsys):
