@@ -43,8 +43,10 @@ well the training converges, never the weights: sampling draws fresh noise, inde
 training's, and the weight above is exact for whatever θ training ends at.
 
 Blocks come from a registered coupling flow with ``n_layers`` (`reference.flows`: ``affine`` and
-``spline`` for scalar fields, ``u1-equivariant`` for U(1) links): one flow of K·m layers is cut into K
-blocks of m consecutive layers, so masks alternate across blocks as they do in the flow.
+``spline`` for scalar fields, ``u1-equivariant`` for U(1) links, ``sun-equivariant`` for SU(N) links):
+one flow of K·m layers is cut into K blocks of m consecutive layers, so masks alternate across blocks
+as they do in the flow. Field spaces without such a flow (the spheres of O(N) and CP(N−1)) are refused
+in one line when the model is built.
 
 Cost per sample: 2K − 1 action evaluations (S(y_k) after each block's layers, one per HMC proposal),
 (K − 1)(n_leapfrog + 1) force evaluations (as AIS) and K·m flow layers; a training step costs the same

@@ -1,4 +1,4 @@
-"""Stochastic normalizing flows: identity blocks are AIS, the training gradient is the pathwise
+"""Stochastic normalizing flows: identity blocks are AIS (φ⁴, U(1), SU(2)), the training gradient is the pathwise
 derivative at fixed noise, log Z is exact before and after training while the dissipated work falls,
 and the ``snf`` sampler through run, report and compare on φ⁴ and U(1) entries."""
 
@@ -17,10 +17,12 @@ from suite.cli import main
 from suite.exact.free_scalar import free_scalar_exact
 from suite.harness.rows import read_rows
 from suite.theories.phi4 import Phi4
+from suite.theories.sun import SUNGauge
 from suite.theories.u1 import U1
 from suite.training import Budget, train
 
-CASES = [(Phi4.from_lecture((4, 4), m2=0.5, lam=0.0), "affine"), (U1((4, 4), beta=1.0), "u1-equivariant")]
+CASES = [(Phi4.from_lecture((4, 4), m2=0.5, lam=0.0), "affine"), (U1((4, 4), beta=1.0), "u1-equivariant"),
+         (SUNGauge((4, 4), n=2, beta=1.0), "sun-equivariant")]
 FREE = Phi4((4, 4), J=0.2, A=0.7, B=0.0)  # a free field whose untrained 4-block SNF (AIS) has ESS ≈ 0.4
 
 
@@ -63,7 +65,7 @@ def test_identity_blocks_are_ais_with_the_same_weights(theory, model):
 def test_training_gradient_is_the_pathwise_derivative_at_fixed_noise(theory, model):
     """With the noise (prior draw, momenta, uniforms) fixed, the gradient of mean(−log w) — through the
     layers and every leapfrog trajectory, forces included — is the derivative of the same-noise loss."""
-    flow = snf(theory, model, n_blocks=3, step_size=0.7, n_leapfrog=3)
+    flow = snf(theory, model, n_blocks=3, step_size=1.0, n_leapfrog=3)
     perturb(flow)
     params = list(flow.parameters())
     direction = [torch.randn(p.shape, generator=torch.Generator().manual_seed(i), dtype=p.dtype)
@@ -83,7 +85,7 @@ def test_training_gradient_is_the_pathwise_derivative_at_fixed_noise(theory, mod
         return value
 
     value, acceptance = loss()
-    assert 0.3 < acceptance.min() < 0.95  # rejections happen: the decisions are held, not differentiated
+    assert 0.1 < acceptance.min() < 0.95  # rejections happen: the decisions are held, not differentiated
     grads = torch.autograd.grad(value, params)
     analytic = sum((g * d).sum() for g, d in zip(grads, direction)).item()
     eps = 1e-6

@@ -4,7 +4,7 @@ Caselle et al. 2022), float64 by default.
 ``n_blocks`` = K blocks along AIS's annealing path π_k ∝ q_0^{1−b_k} e^{−b_k S},
 b_k = (k/K)^``schedule_power``: block k applies ``layers_per_block`` layers of the coupling flow
 ``model`` (``hparams``: its other hyperparameters; ``affine`` or ``spline`` for scalar fields,
-``u1-equivariant`` for U(1) links), then, for k < K, one HMC trajectory of ``n_leapfrog`` steps of
+``u1-equivariant`` for U(1), ``sun-equivariant`` for SU(N) links), then, for k < K, one HMC trajectory of ``n_leapfrog`` steps of
 size ``step_size`` at b_k. The layers start as the identity (so an untrained SNF is ``ais`` with K
 temperatures, log-weights equal to round-off) and are trained for ``train_steps`` steps of
 ``batch_size`` paths (AdamW, learning rate ``lr``, cosine schedule) on the dissipated work
