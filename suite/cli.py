@@ -179,8 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "chi2 for phi4, topological_charge for u1)")
     p.add_argument("--rank-by", dest="rank_by", default="cost",
                    help="order of each entry's contenders: cost (amortised, the default), ess, forward-ess, "
-                        "log-z-error, eubo, modes (the mode-coverage p-value) or evaluations (per independent "
-                        "sample)")
+                        "log-z-error, eubo, modes (the mode-coverage p-value), evaluations (action + force "
+                        "evaluations per independent sample) or evaluations-amortised (training included)")
     p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json"])
 
     p = sub.add_parser("calibrate", help="tune a line-of-constant-physics point with HMC and write its entry")

@@ -23,7 +23,9 @@ The protocol metrics of the sampling literature, where the rows have them (NaN o
 * ``modes_p``: the p-value of the mode-coverage χ² test (`suite.modes`), reweighted where the
   sampler has weights, else unweighted; pooled over seeds as the smallest;
 * ``evaluations_per_independent_sample``: action + force evaluations per sample
-  (``sampler_info.evaluations_per_sample``: HMC, AIS and the samplers that report it) / ESS per sample.
+  (``sampler_info.evaluations_per_sample``: HMC, AIS, flows and the samplers that report it) / ESS per
+  sample; ``evaluations_amortised``: the same with the training's evaluations (``training.evaluations``)
+  spread over N independent samples, as ``cost_amortised`` does with its seconds.
 
 ``rank_by`` orders each entry's contenders by one of `RANKINGS` (default: amortised cost).
 """
@@ -46,7 +48,8 @@ GROUPINGS = ("model", "objective", "sampler")
 # --rank-by: the column each entry's contenders are sorted by, and whether larger is better
 RANKINGS = {"cost": ("cost_amortised", False), "ess": ("ess", True), "forward-ess": ("forward_ess", True),
             "log-z-error": ("log_z_error", False), "eubo": ("eubo", False), "modes": ("modes_p", True),
-            "evaluations": ("evaluations_per_independent_sample", False)}
+            "evaluations": ("evaluations_per_independent_sample", False),
+            "evaluations-amortised": ("evaluations_amortised", False)}
 PROTOCOL = ("log_z_error", "forward_ess", "eubo", "evaluations_per_independent_sample")
 
 
@@ -68,8 +71,10 @@ def _run_record(row, observable: str, target: float) -> dict:
         ess_error = ess * est["tau_int_error"] / est["tau_int"]
     cost = est.get("seconds_per_independent_sample", math.nan)
     cost_error = cost * ess_error / ess if ess > 0 else math.nan
+    train_evaluations = training.get("evaluations", 0)
     record = {"ess": ess, "ess_error": ess_error, "cost": cost, "cost_error": cost_error,
-              "train_steps": training.get("steps", 0), "train_seconds": training.get("seconds", 0.0)}
+              "train_steps": training.get("steps", 0), "train_seconds": training.get("seconds", 0.0),
+              "train_evaluations": math.nan if train_evaluations is None else train_evaluations}
     record.update(_protocol_record(row, ess, ess_error))
     crossing = run_time_to_target(row, target)
     if crossing is not None:
@@ -142,6 +147,10 @@ def leaderboard(rows: list[dict], *, by: str = "model", target_ess: float = 0.5,
             out[name], out[f"{name}_error"] = _pooled(frame[name].to_numpy(), frame[f"{name}_error"].to_numpy())
         out["modes_p"] = float(frame.modes_p.min())
         out["cost_amortised"] = float(fits.amortised_cost(out["train_seconds"], out["cost"], n_independent))
+        out["evaluations_amortised"] = float(fits.amortised_cost(frame.train_evaluations.mean(),
+                                                                 out["evaluations_per_independent_sample"],
+                                                                 n_independent))
+        out["evaluations_amortised_error"] = out["evaluations_per_independent_sample_error"]
         for name in ("steps", "seconds"):
             column = f"{name}_to_target"
             if column in frame and frame["reached_to_target"].fillna(False).all():
@@ -203,6 +212,9 @@ def leaderboard_markdown(board: pd.DataFrame, target_ess: float, n_independent: 
                               ("evaluations_per_independent_sample", "evaluations / indep.")):
             if part[name].notna().any():
                 shown[heading] = [fmt(v, e) for v, e in zip(part[name], part[f"{name}_error"])]
+        if part.evaluations_amortised.notna().any():
+            shown["evaluations / indep. (amortised)"] = [fmt(v, e) for v, e in zip(
+                part.evaluations_amortised, part.evaluations_amortised_error)]
         if part.modes_p.notna().any():
             shown["modes p"] = ["—" if math.isnan(p) else f"{p:.2g}" for p in part.modes_p]
         lines += [f"### {entry} (observable {part.observable.iloc[0]})", "", to_markdown(shown), ""]

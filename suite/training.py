@@ -20,6 +20,12 @@ Objectives
       drawn without replacement (reshuffled each epoch) by a seeded generator; its expectation is
       ``KL(p‖q) + H(p)``.  The ESS needs model samples and ``S``: with ``theory`` given, every
       ``ess_every`` steps ``batch_size`` extra samples are drawn without gradient (NaN otherwise).
+Evaluations
+    ``evaluations(batch_size, step)``: the action + force evaluations a step costs on the whole batch,
+    summed in ``TrainingLog.evaluations``: ``2·batch_size`` for ``reverse-kl`` and ``path-gradient`` (S at
+    each sample and its gradient, which backpropagation through S costs), ``batch_size`` on the ESS steps
+    of ``forward-kl`` and 0 otherwise (the target ensemble's own cost is not counted here). An objective
+    that does not count them returns None and makes the total None.
 Log and budget
     One row per ``log_every`` steps (and every skipped and the last step): ``step``, ``loss``,
     ``ess`` (per-sample ESS of the batch, `suite.stats.effective_sample_size`; NaN where none),
@@ -102,6 +108,10 @@ class Objective:
     def loss(self, model: nn.Module, batch_size: int, step: int):
         raise NotImplementedError
 
+    def evaluations(self, batch_size: int, step: int) -> int | None:
+        """Action + force evaluations of step ``step`` on a batch of ``batch_size`` (None: not counted)."""
+        return None
+
     def reseed(self, seed: int) -> None:
         """Reset any private randomness (called at the start of a fresh run)."""
 
@@ -119,6 +129,9 @@ class ReverseKL(Objective):
 
     def __init__(self, theory):
         self.theory = theory
+
+    def evaluations(self, batch_size, step):
+        return 2 * batch_size
 
     def loss(self, model, batch_size, step):
         x, log_q = model.sample(batch_size)
@@ -142,14 +155,11 @@ def frozen_log_prob(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.func.functional_call(_LogProb(model), frozen, (x,))
 
 
-class PathGradient(Objective):
+class PathGradient(ReverseKL):
     """Reverse KL with the path-gradient ("sticking the landing") estimator, arXiv:2207.08219."""
 
     name = "path-gradient"
     needs_log_prob = True
-
-    def __init__(self, theory):
-        self.theory = theory
 
     def check(self, model):
         _require_log_prob(model, "the path-gradient objective")
@@ -179,6 +189,9 @@ class ForwardKL(Objective):
 
     def check(self, model):
         _require_log_prob(model, "the forward-kl objective")
+
+    def evaluations(self, batch_size, step):
+        return batch_size if self.theory is not None and step % self.ess_every == 0 else 0
 
     def reseed(self, seed):
         self.generator = torch.Generator().manual_seed(int(seed))
@@ -259,6 +272,7 @@ class TrainingLog:
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     skipped: int = 0
+    evaluations: int | None = 0
     stop_reason: str | None = None
 
     def column(self, name: str) -> np.ndarray:
@@ -266,7 +280,7 @@ class TrainingLog:
 
     def totals(self) -> dict:
         return {"steps": self.steps, "seconds": self.seconds, "cpu_seconds": self.cpu_seconds, "skipped": self.skipped,
-                "stop_reason": self.stop_reason}
+                "evaluations": self.evaluations, "stop_reason": self.stop_reason}
 
     def to_csv(self, path) -> None:
         """Write the rows as CSV, atomically."""
@@ -439,6 +453,8 @@ def train(model: nn.Module, objective: Objective, *, batch_size: int, lr: float,
                     ess = effective_sample_size(log_w.double().cpu().numpy())
                     window.append(ess)
                 log.steps, log.seconds = step, seconds_before + time.perf_counter() - start - io_seconds
+                spent = objective.evaluations(batch_size, step)
+                log.evaluations = None if spent is None or log.evaluations is None else log.evaluations + spent
                 log.cpu_seconds = cpu_before + time.process_time() - cpu_start - io_cpu_seconds
                 if group is not None:  # rank 0's wall time, all ranks' CPU time, any rank's signal
                     pending = interrupts.take_pending()

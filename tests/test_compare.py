@@ -135,3 +135,16 @@ def test_protocol_metrics_and_ranking_by_them(tmp_path, capsys):
     assert "forward ESS" in capsys.readouterr().out
     assert main(["compare", str(tmp_path), "--rank-by", "speed"]) == 2
     assert "--rank-by must be one of" in capsys.readouterr().err
+
+
+def test_evaluations_amortise_the_training(tmp_path):
+    """The training's action + force evaluations are spread over N independent samples; with a cheap
+    training the flow that is worse per sample can rank first."""
+    cheap, costly = flow_row(tmp_path, "affine", ess=0.1), flow_row(tmp_path, "spline", ess=0.4)
+    for row, evaluations in ((cheap, 1000), (costly, 10**6)):
+        row.sampler_info = {"evaluations_per_sample": 1}
+        row.training["evaluations"] = evaluations
+    board = leaderboard([cheap, costly], n_independent=1000, rank_by="evaluations-amortised").set_index("contender")
+    assert board.loc["affine", "evaluations_amortised"] == pytest.approx(1 / 0.1 + 1000 / 1000)
+    assert board.loc["spline", "evaluations_amortised"] == pytest.approx(1 / 0.4 + 10**6 / 1000)
+    assert list(board.index) == ["affine", "spline"]

@@ -105,6 +105,8 @@ def test_cli_trains_a_user_model_from_a_file_and_a_reference_flow(tmp_path):
     assert [r.sampler["model"] for r in rows] == [f"{EXAMPLE}:build", "affine"]
     for row in rows:
         assert row.training["steps"] == 30 and row.dtype == "float32"
+        # reverse-kl at the default batch of 64: one action and one force evaluation per sample and step
+        assert row.training["evaluations"] == 30 * 64 * 2 and row.sampler_info["evaluations_per_sample"] == 1
         assert 0 < row.metrics["ess"]["value"] <= 1
         assert {"chains", "training", "model"} <= set(row.artifacts)
     assert 0 <= rows[1].metrics["acceptance"] <= 1

@@ -44,6 +44,7 @@ def test_training_on_after_pretraining_moves_the_parameters_and_counts_both_cost
     training = rows[0].training
     assert training["steps"] == 3
     assert training["seconds"] > training["pretrain"]["seconds"] > 0
+    assert training["evaluations"] > training["pretrain"]["evaluations"] > 0
 
 
 def test_pretraining_keeps_the_keys_of_runs_without_it():

@@ -214,6 +214,31 @@ def test_forward_kl_converges_on_exact_samples(theory, kernel):
         train(model, ForwardKL(samples), batch_size=8, lr=0.01, budget=Budget(target_ess=0.5))
 
 
+class CountingTheory:
+    """A theory that counts the configurations its action is evaluated on and those whose
+    action gradient backpropagation computes (a force evaluation each)."""
+
+    def __init__(self, theory):
+        self.theory, self.actions, self.forces = theory, 0, 0
+
+    def action(self, x):
+        self.actions += len(x)
+        if x.requires_grad:
+            x.register_hook(lambda grad: setattr(self, "forces", self.forces + len(grad)) or grad)
+        return self.theory.action(x)
+
+
+@pytest.mark.parametrize("name", ["reverse-kl", "path-gradient", "forward-kl"])
+def test_training_evaluations_are_counted(theory, kernel, name):
+    """The log's action + force evaluations equal those the objective's theory was asked for."""
+    counting = CountingTheory(theory)
+    objective = (ForwardKL(exact_samples(kernel, 256), theory=counting, ess_every=3) if name == "forward-kl"
+                 else OBJECTIVES[name](counting))
+    log = train(make_model(), objective, batch_size=16, lr=0.01, budget=Budget(steps=10), seed=0)
+    assert log.evaluations == counting.actions + counting.forces
+    assert log.evaluations == {"forward-kl": 3 * 16}.get(name, 10 * 2 * 16)
+
+
 def test_budget_by_target_ess_and_seconds(theory):
     model = make_model()
     budget = Budget(steps=2000, target_ess=0.8, ess_window=5)
@@ -267,6 +292,7 @@ def test_checkpoint_resume_is_bit_for_bit(theory, kernel, tmp_path, name):
     for column in ("step", "loss", "ess", "lr", "grad_norm", "skipped"):
         np.testing.assert_array_equal(full.column(column), resumed.column(column))
     assert torch.load(path, weights_only=True)["log"]["steps"] == 20
+    assert resumed.evaluations == full.evaluations > 0
     # resuming a finished run returns at once
     again = train(make_model(3), objective(), checkpoint_path=path, resume=True, **kwargs)
     assert again.steps == 20 and again.stop_reason == "steps"

@@ -27,8 +27,12 @@ used as it is). This works for models whose parameters do not depend on the latt
 ``pretrain_model`` and ``pretrain_checkpoint``) and shared by every task that asks for the same pretraining;
 it is computed once, under a lock in its folder (``pretrain/<key>/.lock``), even when several
 processes or Slurm jobs ask for it at once: the others wait, then reuse it. The training
-summary's ``steps`` are those on the entry's lattice; its ``seconds`` and ``cpu_seconds`` include the
-pretraining, which is also given on its own under ``pretrain``.
+summary's ``steps`` are those on the entry's lattice; its ``seconds``, ``cpu_seconds`` and ``evaluations``
+include the pretraining (its evaluations on the smaller lattice), which is also given on its own under ``pretrain``.
+
+Evaluation counts: the training summary's ``evaluations`` are the action + force evaluations of the
+training (`suite.training`, objective by objective); sampling costs one action evaluation per
+sample (``sampler_info.evaluations_per_sample = 1``).
 
 A model failing anywhere (its check, training, sampling, evaluation of what it sampled) raises a
 one-line `suite.errors.ModelFailure` naming the phase; a diverged training raises
@@ -203,6 +207,7 @@ class Flow(Sampler):
             "train_steps": training.get("steps"),
             "train_seconds": training.get("seconds"),
             "train_cpu_seconds": training.get("cpu_seconds"),
+            "train_evaluations": training.get("evaluations"),  # action + force evaluations of the training
             "stop": training.get("stop_reason"),
             "n_samples": ess.get("n_samples") if ess else None,
             "ess": format_value(ess["value"], ess["error"]) if ess else None,
@@ -384,8 +389,11 @@ class Flow(Sampler):
             training["pretrain"] = pretrained
             training["seconds"] += pretrained["seconds"]
             training["cpu_seconds"] += pretrained["cpu_seconds"]
+            both = (training["evaluations"], pretrained.get("evaluations"))
+            training["evaluations"] = None if None in both else sum(both)
+        # sampling costs one action evaluation per sample (its weight, or its Metropolis ratio)
         chain.info = {"n_samples": spec.n_samples, "seed": context.seed,
-                      "dtype": str(context.dtype).removeprefix("torch.")}
+                      "dtype": str(context.dtype).removeprefix("torch."), "evaluations_per_sample": 1}
         if group is not None:
             chain.info["distributed"] = group.info("sliced" if distributed.can_slice(model) else "per-rank")
         if spec.target_samples and (group is None or group.writer):
