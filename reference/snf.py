@@ -31,8 +31,8 @@ of K blocks is AIS with K temperatures: the same random numbers in the same orde
 then each trajectory's momenta and Metropolis uniforms), the same log w to round-off.
 
 Training minimises the dissipated work. With P_f and P_r the forward and reverse path measures,
-E_f[−log w] = KL(P_f ‖ P_r) − log Z ≥ −log Z, so W_diss = E[−log w] + log Z = KL(P_f ‖ P_r) ≥ 0, zero only
-for a perfect sampler (`DissipatedWork`, the loss mean(−log w) over a batch of paths; `suite.training`
+E_f[−log w] = KL(P_f ‖ P_r) − log Z ≥ −log Z, so W_diss = E[−log w] + log Z = KL(P_f ‖ P_r) ≥ 0, zero
+only for a perfect sampler (`DissipatedWork`, the loss mean(−log w) over a batch of paths; `suite.training`
 trains). The gradient is reparameterised: with the noise ξ — x_0, every trajectory's momenta and
 uniforms — fixed, each path is a differentiable function of the parameters θ through the flow layers
 and the leapfrog integration of each proposal (its forces differentiated too), with x_k = y_k or the
@@ -49,8 +49,9 @@ as they do in the flow. Field spaces without such a flow (the spheres of O(N) an
 in one line when the model is built.
 
 Cost per sample: 2K − 1 action evaluations (S(y_k) after each block's layers, one per HMC proposal),
-(K − 1)(n_leapfrog + 1) force evaluations (as AIS) and K·m flow layers; a training step costs the same
-per path plus the backward pass.
+(K − 1)(n_leapfrog + 1) force evaluations (as AIS) and K·m flow layers. A training step costs twice
+the action + force evaluations per path (`DissipatedWork.evaluations`, as `suite.training` counts):
+backpropagation through each action is a gradient, through each force a Hessian-vector product.
 """
 
 from __future__ import annotations
@@ -95,6 +96,11 @@ class StochasticNormalizingFlow(nn.Module):
         self.theory, self.blocks = theory, nn.ModuleList(blocks)
         self.schedule = [float(b) for b in schedule]
         self.step_size, self.n_leapfrog = float(step_size), int(n_leapfrog)
+
+    def evaluations_per_path(self) -> tuple[int, int]:
+        """(action, force) evaluations of one path: 2K − 1 and (K − 1)(n_leapfrog + 1)."""
+        transitions = len(self.blocks) - 1
+        return len(self.blocks) + transitions, transitions * (self.n_leapfrog + 1)
 
     def sample_with_weights(self, n: int, generator=None):
         """n paths: (y_K (n, *field shape), log w (n,), acceptance of each of the K − 1 trajectories).
@@ -142,9 +148,15 @@ def build_snf(theory, *, n_blocks: int, model: str = "affine", hparams: dict | N
 
 
 class DissipatedWork(Objective):
-    """mean(−log w) over a batch of SNF paths: its expectation is W_diss − log Z (module docstring)."""
+    """mean(−log w) over a batch of paths of ``snf``: its expectation is W_diss − log Z (module docstring)."""
 
     name = "dissipated-work"
+
+    def __init__(self, snf: StochasticNormalizingFlow):
+        self.per_path = sum(snf.evaluations_per_path())
+
+    def evaluations(self, batch_size, step):
+        return 2 * self.per_path * batch_size
 
     def loss(self, model: StochasticNormalizingFlow, batch_size: int, step: int):
         _, log_w, _ = model.sample_with_weights(batch_size)
@@ -158,8 +170,8 @@ def snf_chain(snf: StochasticNormalizingFlow, *, n_samples: int, batch: int, see
     replicum with y_K's observables and the log-weights (1, N), the acceptance and evaluation counts."""
     ref = next(snf.parameters())
     generator = torch.Generator(device=ref.device).manual_seed(seed)
-    layers = sum(len(block.bijections) for block in snf.blocks)
-    n_blocks, transitions = len(snf.blocks), len(snf.blocks) - 1
+    layers, n_blocks = sum(len(block.bijections) for block in snf.blocks), len(snf.blocks)
+    actions, forces = snf.evaluations_per_path()
 
     @torch.no_grad()
     def draw(n):
@@ -170,4 +182,4 @@ def snf_chain(snf: StochasticNormalizingFlow, *, n_samples: int, batch: int, see
         info={"n_samples": n_samples, "n_blocks": n_blocks, "layers_per_block": layers // n_blocks,
               "n_leapfrog": snf.n_leapfrog, "step_size": snf.step_size, "batch": batch, "seed": seed,
               "dtype": str(ref.dtype).removeprefix("torch."), "flow_layers_per_sample": layers},
-        action_evaluations=n_blocks + transitions, force_evaluations=transitions * (snf.n_leapfrog + 1))
+        action_evaluations=actions, force_evaluations=forces)

@@ -99,7 +99,7 @@ def test_log_z_is_exact_before_and_after_training_which_lowers_the_dissipated_wo
     exact = free_scalar_exact(theory)["log_z"]
     flow = snf(theory, "affine", n_blocks=4, layers_per_block=2, n_leapfrog=2)
     before = snf_chain(flow, n_samples=4000, batch=4000, seed=7).log_weights.ravel()
-    log = train(flow, DissipatedWork(), batch_size=64, lr=3e-3, budget=Budget(steps=60), seed=1, progress=False)
+    log = train(flow, DissipatedWork(flow), batch_size=64, lr=3e-3, budget=Budget(steps=60), seed=1, progress=False)
     assert log.steps == 60 and log.skipped == 0
     after = snf_chain(flow, n_samples=4000, batch=4000, seed=8).log_weights.ravel()
     for log_w in (before, after):
@@ -123,6 +123,7 @@ def test_snf_sampler_on_phi4_runs_through_run_report_and_compare(tmp_path, capsy
     assert row.dtype == "float64" and row.sampler["model"] == "affine" and row.sampler["schedule_power"] == 2.0
     assert row.training["steps"] == 20 and row.training["objective"] == "dissipated-work"
     assert row.training["n_parameters"] > 0 and 0 < row.timings["training"] == row.training["seconds"]
+    assert row.training["evaluations"] == 20 * 16 * 2 * 26  # steps × batch × (forward + backward) × per path
     info = row.sampler_info
     assert info["action_evaluations_per_sample"] == 2 * 6 - 1 and info["force_evaluations_per_sample"] == 5 * 3
     assert info["evaluations_per_sample"] == 26 and info["flow_layers_per_sample"] == 6
@@ -139,14 +140,17 @@ def test_snf_sampler_on_phi4_runs_through_run_report_and_compare(tmp_path, capsy
     (entry,) = json.loads(capsys.readouterr().out)
     assert entry["contender"] == "snf" and entry["ess"] == pytest.approx(row.metrics["ess"]["value"])
     assert entry["train_steps"] == 20
+    per_independent = 26 / row.metrics["ess"]["value"]
+    assert entry["evaluations_per_independent_sample"] == pytest.approx(per_independent)
+    assert entry["evaluations_amortised"] > entry["evaluations_per_independent_sample"]
 
 
 def test_snf_sampler_on_u1_reproduces_the_exact_log_z_and_plaquette(tmp_path):
     out = tmp_path / "results"
     assert main(["run", "--entry", "u1/beta1/L8", "--sampler", "snf", "--model", "u1-equivariant",
                  "--hparams", '{"hidden": [4], "n_mixture": 2}', "--n-blocks", "24", "--n-leapfrog", "2",
-                 "--step-size", "0.4", "--train-steps", "10", "--batch-size", "16", "--lr", "0.01", "--n-samples", "2000",
-                 "--batch", "1000", "--seed", "3", "--out", str(out)]) == 0
+                 "--step-size", "0.4", "--train-steps", "10", "--batch-size", "16", "--lr", "0.01",
+                 "--n-samples", "2000", "--batch", "1000", "--seed", "3", "--out", str(out)]) == 0
     (row,) = read_rows(out)
     assert row.sampler["model"] == "u1-equivariant" and row.training["steps"] == 10
     for name in ("log_z", "plaquette"):

@@ -4,15 +4,17 @@ Caselle et al. 2022), float64 by default.
 ``n_blocks`` = K blocks along AIS's annealing path π_k ∝ q_0^{1−b_k} e^{−b_k S},
 b_k = (k/K)^``schedule_power``: block k applies ``layers_per_block`` layers of the coupling flow
 ``model`` (``hparams``: its other hyperparameters; ``affine`` or ``spline`` for scalar fields,
-``u1-equivariant`` for U(1), ``sun-equivariant`` for SU(N) links), then, for k < K, one HMC trajectory of ``n_leapfrog`` steps of
-size ``step_size`` at b_k. The layers start as the identity (so an untrained SNF is ``ais`` with K
-temperatures, log-weights equal to round-off) and are trained for ``train_steps`` steps of
-``batch_size`` paths (AdamW, learning rate ``lr``, cosine schedule) on the dissipated work
-mean(−log w), gradients through the accepted proposals. Then ``n_samples`` paths (``batch`` at a
-time, from the task's seed) give the chain: the final configurations' observables and their
-log-weights log w = −S(y_K) − log q_0(x_0) + Σ log|det J| + Σ (heat of the HMC steps), exact
-(E[w] = Z) for any trained parameters. The row's ``sampler_info`` records the acceptance and the
-action, force and flow-layer evaluations per sample; its timings the training seconds.
+``u1-equivariant`` for U(1), ``sun-equivariant`` for SU(N) links), then, for k < K, one HMC
+trajectory of ``n_leapfrog`` steps of size ``step_size`` at b_k. The layers start as the identity
+(so an untrained SNF is ``ais`` with K temperatures, log-weights equal to round-off) and are trained
+for ``train_steps`` steps of ``batch_size`` paths (AdamW, learning rate ``lr``, cosine schedule) on
+the dissipated work mean(−log w), gradients through the accepted proposals. Then ``n_samples``
+paths (``batch`` at a time, from the task's seed) give the chain: the final configurations'
+observables and their log-weights log w = −S(y_K) − log q_0(x_0) + Σ log|det J| + Σ (heat of the
+HMC steps), exact (E[w] = Z) for any trained parameters. The row's ``sampler_info`` records the
+acceptance and the action, force and flow-layer evaluations per sample; its timings the training
+seconds; its training summary the training's action + force evaluations (per path twice a sample's:
+backpropagation included).
 """
 
 from __future__ import annotations
@@ -71,8 +73,8 @@ class SNF(Sampler):
         log = TrainingLog()
         if spec.train_steps:  # its own stream: the sampling noise is independent of the trained parameters
             with model_phase(spec.model, "training"):
-                log = train_in_folder(snf, DissipatedWork(), context.run_dir, batch_size=spec.batch_size, lr=spec.lr,
-                                      budget=Budget(steps=spec.train_steps), resume=context.resume,
+                log = train_in_folder(snf, DissipatedWork(snf), context.run_dir, batch_size=spec.batch_size,
+                                      lr=spec.lr, budget=Budget(steps=spec.train_steps), resume=context.resume,
                                       seed=rank_seed(context.seed, 0, TRAINING), progress=context.progress)
         atomic_save(snf.state_dict(), context.run_dir / "model.pt")
         snf.eval()
@@ -111,6 +113,7 @@ class SNF(Sampler):
             "evaluations_per_sample": info.get("evaluations_per_sample"),
             "train_steps": training.get("steps"),
             "train_seconds": training.get("seconds"),
+            "train_evaluations": training.get("evaluations"),  # action + force evaluations of the training
             "ess": format_value(ess["value"], ess["error"]) if ess else None,
             "pareto_k": ess.get("pareto_k") if ess else None,
             "log_z": format_value(log_z["value"], log_z["error"]) if log_z else None,
