@@ -48,13 +48,16 @@ from suite.chain import Chain
 
 def prior_force(space, x: torch.Tensor) -> torch.Tensor:
     """−∇ log q_0(x) of the space's prior (autograd of ``prior_log_prob``; zero for a constant prior
-    such as Haar measure). Complex spaces: only a constant prior (their force lives in the Lie algebra)."""
+    such as Haar measure), differentiable in x where x requires gradients (the stochastic normalizing
+    flow of `reference.snf` differentiates through HMC trajectories). Complex spaces: only a constant
+    prior (their force lives in the Lie algebra)."""
+    differentiable = x.requires_grad and torch.is_grad_enabled()
     with torch.enable_grad():
-        y = x.detach().requires_grad_(True)
+        y = x if differentiable else x.detach().requires_grad_(True)
         log_q = space.prior_log_prob(y)
         grad = None
         if log_q.requires_grad:
-            (grad,) = torch.autograd.grad(log_q.sum(), y, allow_unused=True)
+            (grad,) = torch.autograd.grad(log_q.sum(), y, allow_unused=True, create_graph=differentiable)
     if grad is None:
         return torch.zeros_like(x)
     if space.is_complex:
@@ -94,9 +97,11 @@ def power_schedule(n_temperatures: int, power: float = 1.0) -> np.ndarray:
     return b
 
 
-def _hmc_step(theory, annealed, x, action, log_q0, eps, n_leapfrog, generator):
-    """One HMC trajectory at ``annealed.b`` from x with S(x) and log q_0(x) known; returns
-    (x, S, log q_0, accepted) after the Metropolis decision (per configuration)."""
+def hmc_transition(theory, annealed, x, action, log_q0, eps, n_leapfrog, generator):
+    """One HMC trajectory of ``n_leapfrog`` leapfrog steps of size ``eps`` at ``annealed.b`` (an
+    `AnnealedTheory` of ``theory``) from x with S(x) and log q_0(x) known; returns (x, S, log q_0,
+    accepted) after the Metropolis decision (per configuration). It leaves π_b invariant and is
+    π_b-reversible. Differentiable in x where x requires gradients (the accept decisions are not)."""
     space = theory.field
     p = space.momenta(x, generator=generator)
     h_old = space.kinetic_energy(p) + annealed.combine(action, log_q0)
@@ -125,11 +130,47 @@ def ais_batch(theory, schedule, n: int, *, step_size: float, n_leapfrog: int, ge
         if k == len(schedule) - 1:
             break
         annealed = AnnealedTheory(theory, schedule[k])
-        x, action, log_q0, accepted = _hmc_step(theory, annealed, x, action, log_q0, step_size, n_leapfrog,
-                                                generator)
+        x, action, log_q0, accepted = hmc_transition(theory, annealed, x, action, log_q0, step_size, n_leapfrog,
+                                                     generator)
         acceptance.append(accepted.to(action.dtype).mean())
     acceptance = torch.stack(acceptance) if acceptance else torch.zeros(0, dtype=action.dtype, device=action.device)
     return x, log_w, acceptance
+
+
+def weighted_chain(draw, theory, *, n_samples: int, batch: int, name: str, info: dict, action_evaluations: int,
+                   force_evaluations: int, progress: bool | None = None) -> Chain:
+    """``n_samples`` independent weighted samples from ``draw(n) -> (x, log w (n,), acceptance per
+    transition)``, ``batch`` at a time: a `Chain` of one replicum with the configurations' observables
+    (1, N) and log-weights (1, N), the sampling seconds, and ``info`` with the acceptance (mean and lowest
+    over transitions; None without any) and the action and force evaluations per sample. ``name`` names
+    the sampler in the progress bar and in the error for non-finite log-weights."""
+    observables, log_ws, acceptances = [], [], []
+    start = time.perf_counter()
+    for first in tqdm(range(0, n_samples, batch), desc=name.lower(),
+                      disable=None if progress is None else not progress, leave=False):
+        n = min(batch, n_samples - first)
+        x, log_w, acceptance = draw(n)
+        log_ws.append(log_w)
+        acceptances.append(acceptance * n)
+        observables.append(theory.observables(x))
+    log_w = torch.cat(log_ws)
+    if log_w.is_cuda:
+        torch.cuda.synchronize(log_w.device)
+    seconds = time.perf_counter() - start
+    if not torch.isfinite(log_w).all():
+        raise ValueError(f"{name} produced non-finite log-weights (an action that is not finite)")
+    per_transition = (sum(acceptances) / n_samples).cpu().numpy()
+    transitions = len(per_transition)
+    return Chain(
+        observables={k: torch.cat([o[k] for o in observables]).cpu().numpy()[None] for k in observables[0]},
+        log_weights=log_w.cpu().numpy()[None],
+        timings={"sampling": seconds},
+        info={**info, "acceptance": float(per_transition.mean()) if transitions else None,
+              "acceptance_min": float(per_transition.min()) if transitions else None,
+              "action_evaluations_per_sample": action_evaluations,
+              "force_evaluations_per_sample": force_evaluations,
+              "evaluations_per_sample": action_evaluations + force_evaluations},
+    )
 
 
 def run_ais(theory, *, n_samples: int, n_temperatures: int, power: float = 1.0, n_leapfrog: int = 5,
@@ -142,35 +183,15 @@ def run_ais(theory, *, n_samples: int, n_temperatures: int, power: float = 1.0, 
                          f"{n_leapfrog}, {step_size}")
     schedule = power_schedule(n_temperatures, power)
     generator = torch.Generator(device=device).manual_seed(seed)
-    observables, log_ws, acceptances = [], [], []
-    start = time.perf_counter()
-    for first in tqdm(range(0, n_samples, batch), desc="ais", disable=None if progress is None else not progress,
-                      leave=False):
-        n = min(batch, n_samples - first)
-        x, log_w, acceptance = ais_batch(theory, schedule, n, step_size=step_size, n_leapfrog=n_leapfrog,
-                                         generator=generator, dtype=dtype, device=device)
-        log_ws.append(log_w)
-        acceptances.append(acceptance * n)
-        observables.append(theory.observables(x))
-    log_w = torch.cat(log_ws)
-    if log_w.is_cuda:
-        torch.cuda.synchronize(log_w.device)
-    seconds = time.perf_counter() - start
-    if not torch.isfinite(log_w).all():
-        raise ValueError("AIS produced non-finite log-weights (an action that is not finite)")
-    per_temperature = (sum(acceptances) / n_samples).cpu().numpy()
-    names = observables[0].keys()
+
+    def draw(n):
+        return ais_batch(theory, schedule, n, step_size=step_size, n_leapfrog=n_leapfrog, generator=generator,
+                         dtype=dtype, device=device)
+
     transitions = n_temperatures - 1
-    return Chain(
-        observables={k: torch.cat([o[k] for o in observables]).cpu().numpy()[None] for k in names},
-        log_weights=log_w.cpu().numpy()[None],
-        timings={"sampling": seconds},
+    return weighted_chain(
+        draw, theory, n_samples=n_samples, batch=batch, name="AIS", progress=progress,
         info={"n_samples": n_samples, "n_temperatures": n_temperatures, "schedule_power": power,
               "n_leapfrog": n_leapfrog, "step_size": step_size, "batch": batch, "seed": seed,
-              "dtype": str(dtype).removeprefix("torch."),
-              "acceptance": float(per_temperature.mean()) if transitions else None,
-              "acceptance_min": float(per_temperature.min()) if transitions else None,
-              "action_evaluations_per_sample": n_temperatures,
-              "force_evaluations_per_sample": transitions * (n_leapfrog + 1),
-              "evaluations_per_sample": n_temperatures + transitions * (n_leapfrog + 1)},
-    )
+              "dtype": str(dtype).removeprefix("torch.")},
+        action_evaluations=n_temperatures, force_evaluations=transitions * (n_leapfrog + 1))

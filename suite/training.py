@@ -71,11 +71,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from suite import interrupts
-from suite.errors import Interrupted, UsageError
+from suite.errors import Diverged, Interrupted, UsageError
 from suite.stats import effective_sample_size
 
 __all__ = ["Budget", "ForwardKL", "OBJECTIVES", "Objective", "PathGradient", "ReverseKL",
-           "TrainingDiverged", "TrainingLog", "frozen_log_prob", "train"]
+           "TrainingDiverged", "TrainingLog", "frozen_log_prob", "train", "train_in_folder"]
 
 COLUMNS = ("step", "loss", "ess", "seconds", "cpu_seconds", "peak_memory_bytes", "lr", "grad_norm", "skipped")
 CHECKPOINT_FORMAT = "lftbench-training-1"
@@ -500,4 +500,20 @@ def train(model: nn.Module, objective: Objective, *, batch_size: int, lr: float,
     log.stop_reason = reason
     if ckpt is not None and saved_at != log.steps:
         save()
+    return log
+
+
+def train_in_folder(model: nn.Module, objective: Objective, folder, *, writer: bool = True, **options) -> TrainingLog:
+    """`train` (``options``: its keyword arguments) with its checkpoint ``folder/checkpoint.pt`` and its log
+    written to ``folder/training.csv`` (by the ``writer`` alone), also when the training diverges: then
+    `suite.errors.Diverged` carries the summary a result row records."""
+    folder = Path(folder)
+    try:
+        log = train(model, objective, checkpoint_path=folder / "checkpoint.pt", **options)
+    except TrainingDiverged as err:
+        if writer:
+            err.log.to_csv(folder / "training.csv")
+        raise Diverged(str(err), training={"objective": objective.name, **err.log.totals()}) from None
+    if writer:
+        log.to_csv(folder / "training.csv")
     return log

@@ -48,6 +48,13 @@ class ConvNet(nn.Sequential):
                 layers.append(nn.Tanh())
         super().__init__(*layers)
 
+    def zero_output(self) -> None:
+        """Zero the last convolution's weights and bias: the net then outputs 0 for every input, which
+        the coupling maps here (affine, spline, NCP mixture, circular spline) take to the identity."""
+        last = [m for m in self if isinstance(m, tuple(CONVOLUTIONS.values()))][-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
 
 class AffineMap:
     """x ↦ x·exp(s) + t; parameters (..., 2) = (s, t); reflection R(s, t) = (s, −t)."""

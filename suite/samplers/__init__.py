@@ -3,7 +3,9 @@
 ``hmc`` (Hybrid Monte Carlo), ``flow`` (a trained model's independent samples, reweighted),
 ``flow-mh`` (an independence Metropolis chain with the model as proposal), ``cluster`` (Wolff's
 single-cluster algorithm, O(N) models only), ``ais`` (annealed importance sampling from the
-prior) and ``flow-ais`` (a trained flow corrected by AIS in its latent space) ship with the suite. A new sampler is one module that subclasses `Sampler`, declares its
+prior), ``flow-ais`` (a trained flow corrected by AIS in its latent space) and ``snf`` (a stochastic
+normalizing flow: AIS with trained flow layers) ship with the suite. A new sampler is one module
+that subclasses `Sampler`, declares its
 spec dataclass and calls
 `register`; the CLI options, the study schema, report tables and ``compare`` follow from it.
 
@@ -23,7 +25,7 @@ from suite.samplers import spec as _spec
 from suite.samplers.base import RunContext, Sampler
 
 SHIPPED = ("suite.samplers.hmc", "suite.samplers.flow", "suite.samplers.cluster", "suite.samplers.ais",
-           "suite.samplers.flow_ais")
+           "suite.samplers.flow_ais", "suite.samplers.snf")
 _REGISTRY: dict[str, Sampler] = {}
 
 

@@ -46,7 +46,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from suite.errors import Diverged, UsageError, model_phase
+from suite.errors import UsageError, model_phase
 from suite.samplers import register
 from suite.samplers.base import RunContext, Sampler
 from suite.samplers.spec import MISSING, option
@@ -271,24 +271,16 @@ class Flow(Sampler):
     def _train(self, spec: FlowSpec, model, theory, budget, folder: Path, context: RunContext, resume: bool):
         """Train ``model`` with the spec's options and ``budget``, checkpoints and ``training.csv`` in ``folder``."""
         from suite import distributed
-        from suite.training import TrainingDiverged, train
+        from suite.training import train_in_folder
 
         objective = self._objective(spec, model, theory, context)
-        writer = distributed.is_writer()
         with model_phase(spec.model, "training"):
-            try:
-                log = train(model, objective, batch_size=spec.batch_size, lr=spec.lr, budget=budget,
-                            weight_decay=spec.weight_decay, schedule=spec.schedule,
-                            clip_grad=spec.clip_grad or None, checkpoint_path=folder / "checkpoint.pt",
-                            checkpoint_every=spec.checkpoint_every, resume=resume, seed=context.seed,
-                            progress=context.progress, group=distributed.current())
-            except TrainingDiverged as err:
-                if writer:
-                    err.log.to_csv(folder / "training.csv")
-                raise Diverged(str(err), training={"objective": spec.objective, **err.log.totals()}) from None
-        if writer:
-            log.to_csv(folder / "training.csv")
-        return log
+            return train_in_folder(model, objective, folder, writer=distributed.is_writer(),
+                                   batch_size=spec.batch_size, lr=spec.lr, budget=budget,
+                                   weight_decay=spec.weight_decay, schedule=spec.schedule,
+                                   clip_grad=spec.clip_grad or None, checkpoint_every=spec.checkpoint_every,
+                                   resume=resume, seed=context.seed, progress=context.progress,
+                                   group=distributed.current())
 
     def _build(self, spec: FlowSpec, theory, context: RunContext):
         from suite.models import build_model
