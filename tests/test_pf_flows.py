@@ -69,7 +69,8 @@ def test_stencil_and_dense_matrix_agree_and_log_det_matches_the_stencils_matrix(
 
 def test_log_det_at_unit_links_is_the_free_closed_form():
     """M = 1 + a_1 K + a_2 K² with global a_k at unit links: K(p) = 2κ Σ_μ (cos p_μ + iγ_μ sin p_μ) has
-    eigenvalues 2κ Σ cos p_μ ± 2iκ (Σ sin² p_μ)^½ (antiperiodic p_0), and det M = Π_p Π_± (1 + a_1 λ + a_2 λ²)."""
+    eigenvalues 2κ Σ cos p_μ ± 2iκ (Σ sin² p_μ)^½ (antiperiodic p_0), and
+    det M = Π_p Π_± (1 + a_1 λ + a_2 λ²)."""
     lattice, (a1, a2) = (4, 6), (-0.8, 0.15)
     pf, _ = theories(lattice)
     pf_map = model(pf).pseudofermions

@@ -157,5 +157,5 @@ def build(name: str, theory, **hparams) -> Flow:
 
 
 __all__ = ["FIELDS", "Flow", "ModelEntry", "REGISTRY", "build", "build_affine", "build_cnf", "build_cnf_equivariant",
-           "build_hybrid", "build_schwinger_pf_flow", "build_spline", "build_sun_equivariant", "build_u1_cnf", "build_u1_equivariant", "defaults", "hparams",
-           "is_reference_model", "validate_hparams"]
+           "build_hybrid", "build_schwinger_pf_flow", "build_spline", "build_sun_equivariant", "build_u1_cnf",
+           "build_u1_equivariant", "defaults", "hparams", "is_reference_model", "validate_hparams"]

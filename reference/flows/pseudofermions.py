@@ -10,7 +10,8 @@ pseudofermion form's weight e^{−S_g − φ†(D†D)⁻¹φ}, a density in φ 
 * q(φ | U): φ = M[U] χ, χ complex Gaussian with density π^{−2V} e^{−χ†χ} (Re and Im of each of the
   2V components N(0, ½)), and the linear map
 
-      M[U] = 1 + Σ_{k=1}^{n} a_k[U] K[U]^k,   K ψ(x) = κ Σ_μ [(1 + γ_μ) U_μ(x) ψ(x+μ̂) + (1 − γ_μ) U_μ†(x−μ̂) ψ(x−μ̂)],
+      M[U] = 1 + Σ_{k=1}^{n} a_k[U] K[U]^k,
+      K ψ(x) = κ Σ_μ [(1 + γ_μ) U_μ(x) ψ(x+μ̂) + (1 − γ_μ) U_μ†(x−μ̂) ψ(x−μ̂)],
 
   K = 1 − D† the hopping term of D†, n = ``pf_order``. The a_k[U] are real fields on the sites
   (diagonal matrices acting after K^k) from a ConvNet on cos and sin of the plaquettes, so gauge
