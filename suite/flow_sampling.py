@@ -1,34 +1,74 @@
-"""Using a trained model's samples: direct sampling with reweighting (``flow``) and the
-independence Metropolis-Hastings chain with the model as proposal (``flow-mh``).
+"""Using a trained model's samples: direct sampling with reweighting (``flow``), the
+independence Metropolis-Hastings chain with the model as proposal (``flow-mh``), and its
+pseudo-marginal form for theories with pseudofermions (``flow-pmmh``).
 
 Log-weights are log w = −S(x) − log q(x), with log q the model's normalised log density, so that
 their mean estimates Z = ∫ e^{−S} (log Z in `suite.metrics`); the action and the observables are
 evaluated in float64 (complex128 for complex fields) whatever the model's dtype.
+
+**Pseudo-marginal weights** (`pseudo_marginal_log_weights`, Andrieu & Roberts, Ann. Stat. 37, 697
+(2009)). For a target p(U, φ) = e^{−S(U, φ)} on links and pseudofermions (``theory.joint_action``)
+and a joint model q(U, φ) = q(U) q(φ | U) (``model.sample`` and ``model.sample_pseudofermions``),
+each proposal U ~ q(U) gets n = ``n_pf`` draws φ_k ~ q(φ | U) and the estimate
+
+    ŵ(U) = (1/n) Σ_k p(U, φ_k) / (q(U) q(φ_k | U)),
+
+non-negative and unbiased for the marginal weight w(U) = p(U)/q(U), p(U) = ∫ d²φ p(U, φ) (which is
+π^{2V} det(D†D) e^{−S_g} for the Schwinger model). The independence chain accepts proposal i with
+probability min(1, ŵ_i / ŵ_j), j the current state, and keeps each state's estimate until the state
+is replaced (`independence_metropolis_indices` on log ŵ). That is an exact independence MH chain on
+the extended space (U, φ_1..n) with target q(U) Π_k q(φ_k | U) ŵ(U) / Z, whose U-marginal is
+q(U) E[ŵ | U] / Z = p(U) / Z: the chain leaves the marginal target invariant for every n ≥ 1 (n only
+trades cost for acceptance). Re-estimating the current state's ŵ at each step would not.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 import torch
 
 from suite.chain import Chain
+from suite.fermions import complex_dtype
 from suite.models import check_finite_log_q, check_samples
 
 
+def direct_log_weights(model, theory, x: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """log w = −S(x) − log q(x), (B,), x in float64 (complex128)."""
+    return -theory.action(x) - log_q.to(torch.float64)
+
+
+def pseudo_marginal_log_weights(n_pf: int):
+    """The weigher of `draw` giving log ŵ(U) from ``n_pf`` pseudofermion draws per proposal (module docstring)."""
+    if n_pf < 1:
+        raise ValueError(f"n_pf must be >= 1, got {n_pf}")
+
+    def weigh(model, theory, x, log_q):
+        phi, log_q_phi = model.sample_pseudofermions(x.to(log_q.dtype), n_pf)
+        repeated = x.repeat_interleave(n_pf, 0)
+        action = theory.joint_action(repeated, phi.flatten(0, 1).to(complex_dtype(x.dtype))).view(len(x), n_pf)
+        log_w = -action - log_q_phi.to(torch.float64) - log_q.to(torch.float64)[:, None]
+        return torch.logsumexp(log_w, 1) - math.log(n_pf)
+
+    return weigh
+
+
 @torch.no_grad()
-def draw(model, theory, n_samples: int, batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
-    """``n_samples`` independent draws: (observables (N,) each, log-weights (N,), wall seconds)."""
+def draw(model, theory, n_samples: int, batch_size: int,
+         weigh=direct_log_weights) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+    """``n_samples`` independent draws: (observables (N,) each, log-weights (N,), wall seconds);
+    ``weigh(model, theory, x, log_q)`` gives the log-weights of a batch (x in float64)."""
     observables, log_q, log_w = [], [], []
     precise = theory.field.field_dtype(torch.float64)  # float64, or complex128 for complex fields
     start = time.perf_counter()
     for first in range(0, n_samples, batch_size):  # no host-device synchronisation in the loop
         n = min(batch_size, n_samples - first)
         x, batch_log_q = check_samples(model.sample(n), n, theory, finite=False)
-        x = x.to(precise)
         log_q.append(batch_log_q)
-        log_w.append(-theory.action(x) - batch_log_q.to(torch.float64))
+        x = x.to(precise)
+        log_w.append(weigh(model, theory, x, batch_log_q))
         observables.append(theory.observables(x))
     check_finite_log_q(torch.cat(log_q), n_samples)
     log_w = torch.cat(log_w)
@@ -58,13 +98,13 @@ def target_log_weights(model, theory, configs: torch.Tensor, batch_size: int, dt
     return log_w.cpu().numpy()
 
 
-def distributed_draw(model, theory, n_samples: int, batch_size: int, group):
+def distributed_draw(model, theory, n_samples: int, batch_size: int, group, weigh=direct_log_weights):
     """`draw` spread over the ranks of ``group`` (`suite.distributed`): each draws ``n_samples / N``
     from its own stream; every rank gets them all, in rank order (seconds: the slowest rank's)."""
     from suite import distributed
 
     n = distributed.split(n_samples, group, "n_samples")
-    observables, log_w, seconds = draw(model, theory, n, batch_size)
+    observables, log_w, seconds = draw(model, theory, n, batch_size, weigh)
     parts = distributed.all_gather_object((observables, log_w, seconds))
     names = parts[0][0].keys()
     return ({k: np.concatenate([p[0][k] for p in parts]) for k in names},

@@ -16,6 +16,9 @@ Objectives
       the gradient is the reverse-KL gradient without the score term ``E_q[∂_θ log q_θ] = 0``
       (Vaitl, Nicoli, Nakajima, Kessel, arXiv:2207.08219): ``∇_θ = E_z[∂_x(log q_θ + S)(x) ∂_θ f_θ(z)]``,
       exactly zero at ``q = p``.  Needs ``log_prob`` (an inverse pass per step).
+    * ``JointReverseKL`` (the ``reverse-kl`` of the sampler ``flow-pmmh``, not in ``OBJECTIVES``): the
+      same on a joint space (x, a) with an auxiliary field a, e.g. pseudofermions,
+      ``mean(log q(x, a) + S(x, a))`` with ``(x, a) ~ q``.
     * ``forward-kl``: ``−mean log q(x)`` over minibatches of an ensemble from ``p`` (e.g. HMC),
       drawn without replacement (reshuffled each epoch) by a seeded generator; its expectation is
       ``KL(p‖q) + H(p)``.  The ESS needs model samples and ``S``: with ``theory`` given, every
@@ -74,7 +77,7 @@ from suite import interrupts
 from suite.errors import Diverged, Interrupted, UsageError
 from suite.stats import effective_sample_size
 
-__all__ = ["Budget", "ForwardKL", "OBJECTIVES", "Objective", "PathGradient", "ReverseKL",
+__all__ = ["Budget", "ForwardKL", "JointReverseKL", "OBJECTIVES", "Objective", "PathGradient", "ReverseKL",
            "TrainingDiverged", "TrainingLog", "frozen_log_prob", "train", "train_in_folder"]
 
 COLUMNS = ("step", "loss", "ess", "seconds", "cpu_seconds", "peak_memory_bytes", "lr", "grad_norm", "skipped")
@@ -136,6 +139,24 @@ class ReverseKL(Objective):
     def loss(self, model, batch_size, step):
         x, log_q = model.sample(batch_size)
         neg_log_w = log_q + self.theory.action(x)
+        return neg_log_w.mean(), -neg_log_w.detach()
+
+
+class JointReverseKL(ReverseKL):
+    """``mean(log q(x, a) + S(x, a))`` over a joint model's samples of the field x and an auxiliary
+    field a (pseudofermions): ``model.sample_joint(n) -> (x, a, log q(x, a))`` and
+    ``theory.joint_action(x, a)``. Its expectation is ``KL(q‖p) − log Z`` on the joint space."""
+
+    name = "reverse-kl"
+
+    def check(self, model):
+        if not callable(getattr(model, "sample_joint", None)):
+            raise TypeError(f"the joint reverse-kl objective needs a model with sample_joint(n); "
+                            f"{type(model).__name__} has none")
+
+    def loss(self, model, batch_size, step):
+        x, auxiliary, log_q = model.sample_joint(batch_size)
+        neg_log_w = log_q + self.theory.joint_action(x, auxiliary)
         return neg_log_w.mean(), -neg_log_w.detach()
 
 

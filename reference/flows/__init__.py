@@ -1,9 +1,10 @@
 """The reference models: normalizing flows for scalar fields (B, *lattice), U(1) links (B, 2, L0, L1)
-and SU(N) links (B, 2, L0, L1, N, N).
+and SU(N) links (B, 2, L0, L1, N, N), and a joint model of U(1) links and pseudofermions.
 
 ``REGISTRY`` is the one list of reference models: name -> `ModelEntry` (its factory
 ``factory(theory, **hparams) -> Flow``, the typed `Schema` of its hyperparameters with the
-factory's defaults, the field it applies to, ``"scalar"``, ``"u1"`` or ``"sun"``, and a one-line description).
+factory's defaults, the field it applies to, ``"scalar"``, ``"u1"``, ``"sun"`` or ``"schwinger"``, and a
+one-line description).
 ``build("affine", theory, n_layers=8)`` checks the hyperparameters against the schema, then calls
 the factory; ``validate_hparams(name, hparams)`` checks them without a theory (when a study is
 loaded). A bad name or hyperparameter (unknown, wrong type, out of bounds) is a one-line
@@ -30,6 +31,8 @@ model                     field     hyperparameters (default) and bounds
                                     ≥ 1, method, n_steps, rtol, atol, adjoint as cnf
 ``sun-equivariant``       sun       n_layers (16) ≥ 1, n_harmonics (4) in [1, 16], hidden ((8, 8)),
                                     kernel_size (3), loops ("plaquette", "plaquette+rectangle")
+``schwinger-pf-flow``     schwinger the hyperparameters of u1-equivariant, pf_order (2) ≥ 1, pf_hidden
+                                    ((8,)) each ≥ 1: q(U) q(φ | U), φ = M[U] χ (`pseudofermions`)
 ========================  ========  ==========================================================
 
 Every flow is float32 when built (``.double()`` / ``.to(device)`` move it) and draws its prior from
@@ -45,6 +48,7 @@ from reference.flows.continuous import DIVERGENCES, build_cnf, build_cnf_equivar
 from reference.flows.masks import KINDS as MASKS
 from reference.flows.models import Flow, build_affine, build_hybrid, build_spline
 from reference.flows.ode import METHODS
+from reference.flows.pseudofermions import build_schwinger_pf_flow
 from reference.flows.schema import Bool, Choice, Int, Ints, Real, Schema, schema_of
 from reference.flows.sun import build_sun_equivariant
 from reference.flows.u1 import LOOPS, TRANSFORMS, build_u1_equivariant
@@ -53,7 +57,9 @@ from suite.errors import UsageError
 
 FIELDS = {"scalar": "real scalar fields (B, *lattice), prior N(0, 1)",
           "u1": "U(1) link angles (B, 2, L0, L1) in (−π, π], Haar prior",
-          "sun": "SU(N) links (B, 2, L0, L1, N, N), complex, Haar prior"}
+          "sun": "SU(N) links (B, 2, L0, L1, N, N), complex, Haar prior",
+          "schwinger": "U(1) link angles (B, 2, L0, L1) of a theory with Wilson fermions (kappa), Haar prior, "
+                       "and pseudofermions (B, L0, L1, 2) drawn given the links"}
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,11 @@ REGISTRY: dict[str, ModelEntry] = {e.name: e for e in [
     _register("sun-equivariant", build_sun_equivariant, "sun",
               "gauge-equivariant plaquette couplings for 2D SU(N), spectral maps (arXiv:2008.05456)",
               n_layers=Int(min=1), n_harmonics=Int(min=1, max=16), **_CONV, loops=Choice(choices=LOOPS)),
+    _register("schwinger-pf-flow", build_schwinger_pf_flow, "schwinger",
+              "U(1) flow q(U) with a gauge-covariant pseudofermion map q(φ|U), φ = M[U]χ (arXiv:2207.08945)",
+              n_layers=Int(min=1), transform=Choice(choices=TRANSFORMS), n_mixture=Int(min=1),
+              n_bins=Int(min=1, max=999), **_CONV, loops=Choice(choices=LOOPS), pf_order=Int(min=1),
+              pf_hidden=Ints(min=1)),
 ]}
 
 
@@ -146,5 +157,5 @@ def build(name: str, theory, **hparams) -> Flow:
 
 
 __all__ = ["FIELDS", "Flow", "ModelEntry", "REGISTRY", "build", "build_affine", "build_cnf", "build_cnf_equivariant",
-           "build_hybrid", "build_spline", "build_sun_equivariant", "build_u1_cnf", "build_u1_equivariant", "defaults", "hparams",
-           "is_reference_model", "validate_hparams"]
+           "build_hybrid", "build_schwinger_pf_flow", "build_spline", "build_sun_equivariant", "build_u1_cnf",
+           "build_u1_equivariant", "defaults", "hparams", "is_reference_model", "validate_hparams"]

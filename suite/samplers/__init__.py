@@ -1,7 +1,8 @@
 """The sampler registry: every sampler is a plugin module here registering a `Sampler`.
 
 ``hmc`` (Hybrid Monte Carlo), ``flow`` (a trained model's independent samples, reweighted),
-``flow-mh`` (an independence Metropolis chain with the model as proposal), ``cluster`` (Wolff's
+``flow-mh`` (an independence Metropolis chain with the model as proposal), ``flow-pmmh`` (its
+pseudo-marginal form with a joint model of links and pseudofermions), ``cluster`` (Wolff's
 single-cluster algorithm, O(N) models only), ``ais`` (annealed importance sampling from the
 prior), ``flow-ais`` (a trained flow corrected by AIS in its latent space) and ``snf`` (a stochastic
 normalizing flow: AIS with trained flow layers) ship with the suite. A new sampler is one module

@@ -1,9 +1,14 @@
-"""The ``flow`` and ``flow-mh`` samplers: train a model (a normalizing flow or any model with an
-exact density, `suite.models`), then use its samples. Flows run in float32 by default.
+"""The ``flow``, ``flow-mh`` and ``flow-pmmh`` samplers: train a model (a normalizing flow or any
+model with an exact density, `suite.models`), then use its samples. Flows run in float32 by default.
 
 * ``flow``: draw ``n_samples`` independent samples and reweight them (w = e^{−S}/q).
 * ``flow-mh``: an independence Metropolis-Hastings chain of ``n_samples`` steps with the model as
   proposal.
+* ``flow-pmmh``: for theories with pseudofermions, a joint model q(U) q(φ | U) trained by the
+  reverse KL on (U, φ), then the pseudo-marginal independence chain on U whose weight estimates
+  average ``n_pf`` pseudofermion draws per proposal (exact for every ``n_pf`` ≥ 1,
+  `suite.flow_sampling`). Its options are those of ``flow`` with another default ``model``
+  (``schwinger-pf-flow``), ``n_pf``, the objective ``reverse-kl`` only and no ``target_samples``.
 
 Options: ``model`` (registered name, ``module:function`` or ``file.py:function``), ``hparams``
 (the factory's keyword arguments), ``objective`` (reverse-kl, forward-kl, path-gradient),
@@ -186,7 +191,7 @@ class Flow(Sampler):
     def contender(self, spec: dict, by: str) -> str:
         label = {"model": spec.get("model"), "objective": f"{spec.get('model')} {spec.get('objective')}",
                  "sampler": f"{self.name} {spec.get('model')}"}[by]
-        return label if by == "sampler" or not self.markov else f"{label} (mh)"
+        return label if by == "sampler" or not self.markov else f"{label} ({self.name.removeprefix('flow-')})"
 
     def budget_label(self, spec: dict) -> str:
         return budget_label(spec)
@@ -326,10 +331,11 @@ class Flow(Sampler):
         model.load_state_dict(small.state_dict())
         return {"L": spec.pretrain.L, **log.totals()}
 
-    def _chain(self, spec: FlowSpec, model, theory, context: RunContext):
-        from suite.flow_sampling import direct_sampling_chain
+    def _weigher(self, spec: FlowSpec):
+        """The log-weights of a batch of samples (`suite.flow_sampling.draw`'s ``weigh``)."""
+        from suite.flow_sampling import direct_log_weights
 
-        return direct_sampling_chain(model, theory, spec.n_samples, spec.sample_batch)
+        return direct_log_weights
 
     def _chain_of(self, drawn, context: RunContext):
         """The chain of what `suite.flow_sampling.draw` returned (observables, log-weights, seconds)."""
@@ -371,14 +377,14 @@ class Flow(Sampler):
             atomic_save(model.state_dict(), context.run_dir / "model.pt")
         model.eval()
         with model_phase(spec.model, "sampling"):
-            if group is None:
-                chain = self._chain(spec, model, theory, context)
-            else:  # each rank draws n_samples / N from its own stream; rank 0 gathers them
-                from suite.flow_sampling import distributed_draw
+            from suite.flow_sampling import distributed_draw, draw
 
+            if group is None:
+                drawn = draw(model, theory, spec.n_samples, spec.sample_batch, self._weigher(spec))
+            else:  # each rank draws n_samples / N from its own stream; rank 0 gathers them
                 torch.manual_seed(distributed.rank_seed(context.seed, group.rank, distributed.SAMPLING))
-                chain = self._chain_of(distributed_draw(model, theory, spec.n_samples, spec.sample_batch, group),
-                                       context)
+                drawn = distributed_draw(model, theory, spec.n_samples, spec.sample_batch, group, self._weigher(spec))
+            chain = self._chain_of(drawn, context)
         training = {
             "objective": spec.objective,
             **log.totals(),
@@ -393,7 +399,8 @@ class Flow(Sampler):
             training["evaluations"] = None if None in both else sum(both)
         # sampling costs one action evaluation per sample (its weight, or its Metropolis ratio)
         chain.info = {"n_samples": spec.n_samples, "seed": context.seed,
-                      "dtype": str(context.dtype).removeprefix("torch."), "evaluations_per_sample": 1, **chain.info}
+                      "dtype": str(context.dtype).removeprefix("torch."),
+                      "evaluations_per_sample": self._evaluations_per_sample(spec), **chain.info}
         if group is not None:
             chain.info["distributed"] = group.info("sliced" if distributed.can_slice(model) else "per-rank")
         if spec.target_samples and (group is None or group.writer):
@@ -403,6 +410,9 @@ class Flow(Sampler):
                 chain.info["log_q_integration_error"] = model.log_q_integration_error(min(spec.n_samples, 1024))
         return chain, training
 
+    def _evaluations_per_sample(self, spec: FlowSpec) -> int:
+        return 1
+
 
 class FlowMH(Flow):
     """``flow-mh``: an independence Metropolis-Hastings chain with the trained model as proposal."""
@@ -411,16 +421,59 @@ class FlowMH(Flow):
     markov = True
     description = "an independence Metropolis chain with a trained model as proposal"
 
-    def _chain(self, spec: FlowSpec, model, theory, context: RunContext):
-        from suite.flow_sampling import independence_metropolis_chain
-
-        return independence_metropolis_chain(model, theory, spec.n_samples, spec.sample_batch, context.seed)
-
     def _chain_of(self, drawn, context: RunContext):
         from suite.flow_sampling import independence_metropolis_of
 
         return independence_metropolis_of(*drawn, context.seed)
 
 
+@dataclass(frozen=True)
+class PseudoMarginalSpec(FlowSpec):
+    model: str = option("schwinger-pf-flow", help="a joint model of links and pseudofermions: schwinger-pf-flow, "
+                                                  "module:function or file.py:function")
+    n_pf: int = option(4, min=1, help="pseudofermion draws per proposal, averaged in its weight estimate")
+
+    def check(self) -> None:
+        super().check()
+        if self.objective != "reverse-kl":
+            raise UsageError(f"flow-pmmh trains with the reverse KL on the joint (U, φ) only, got objective "
+                             f"{self.objective!r}")
+        if self.target_samples:
+            raise UsageError("flow-pmmh has no target_samples: the target ensemble has no pseudofermions")
+
+
+class FlowPMMH(FlowMH):
+    """``flow-pmmh``: the pseudo-marginal independence Metropolis chain of a joint model q(U) q(φ | U)
+    on a theory with pseudofermions (`suite.flow_sampling`, module docstring): training by the
+    reverse KL on the joint (U, φ) (`suite.training.JointReverseKL`), then each proposal's weight
+    estimated from ``n_pf`` pseudofermion draws. The model needs ``sample_joint`` and
+    ``sample_pseudofermions``, the theory ``joint_action`` (the schwinger pseudofermion form);
+    ``sampler_info.evaluations_per_sample`` is ``n_pf`` (joint actions, each a CG solve)."""
+
+    name = "flow-pmmh"
+    spec = PseudoMarginalSpec
+    description = "a pseudo-marginal independence Metropolis chain with a joint model of links and pseudofermions"
+
+    def label(self, spec: dict) -> str:
+        return f"{super().label(spec)}, n_pf {spec['n_pf']}"
+
+    def _objective(self, spec: PseudoMarginalSpec, model, theory, context: RunContext):
+        from suite.training import JointReverseKL
+
+        if not callable(getattr(theory, "joint_action", None)):
+            raise UsageError("flow-pmmh needs a theory with pseudofermions (joint_action: the schwinger "
+                             "pseudofermion form)")
+        return JointReverseKL(theory)
+
+    def _weigher(self, spec: PseudoMarginalSpec):
+        from suite.flow_sampling import pseudo_marginal_log_weights
+
+        return pseudo_marginal_log_weights(spec.n_pf)
+
+    def _evaluations_per_sample(self, spec: PseudoMarginalSpec) -> int:
+        return spec.n_pf
+
+
 register(Flow())
 register(FlowMH())
+register(FlowPMMH())

@@ -22,6 +22,15 @@ operator:
   param ``cg_tol`` (default 1e-10): CG stops at |r| ≤ cg_tol·|b| (batch-wide, ≤ 10⁴ iterations,
   else a one-line error); the catalogue states it, so rows record it.
 
+**The joint configuration (U, φ)**, for samplers that draw φ themselves (a model of q(U, φ),
+`reference.flows.pseudofermions`, and the sampler ``flow-pmmh``): ``joint_action(x, phi)`` is
+S(U, φ) for given pseudofermions, without state; CG runs in float64 (complex128) whatever the
+inputs' precision, the value comes back in x's dtype, and it is differentiable in both (backward:
+the force above for the links, 2X for φ in torch's convention ∂/∂Re φ + i ∂/∂Im φ). Its weight
+e^{−S(U, φ)} is a density in U and in φ w.r.t. d²φ = Π dRe φ dIm φ: integrating φ out gives
+π^{2V} det(D†D) e^{−S_g}, the exact form's weight times π^{2V} (so log Z of this form is that of the
+exact form plus 2V log π).
+
 **How pseudofermions enter HMC.** φ is auxiliary state of the theory object, not of the field: the
 field space stays the torus. Two optional `Theory` hooks, no-ops for every other theory, carry it:
 ``refresh(x, generator)``, which HMC calls at the start of every trajectory (before the momenta),
@@ -89,6 +98,30 @@ def hopping_force(theta: torch.Tensor, kappa: float, forward: torch.Tensor, back
     (2 × 2 spin blocks). A = D⁻¹ gives the force of −log det D†D, A = X Y† that of φ†(D†D)⁻¹φ."""
     u = fermions.links(theta).to(forward.dtype)
     return -2 * kappa * (u * forward - u.conj() * backward).imag
+
+
+class _PseudofermionTerm(torch.autograd.Function):
+    """φ†(D†D)⁻¹φ per configuration, (B,), by the theory's CG in float64 (complex128); backward by the
+    force formula (links) and 2X (φ), X = (D†D)⁻¹φ (module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x, phi, theory):
+        links, pseudofermions = x.detach().to(torch.float64), phi.detach().to(torch.complex128)
+        solution = theory.solve_counted(links, pseudofermions)
+        ctx.save_for_backward(links, solution)
+        ctx.theory, ctx.dtypes = theory, (x.dtype, phi.dtype)
+        return (pseudofermions.conj() * solution).real.sum((1, 2, 3)).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        links, solution = ctx.saved_tensors
+        grad = grad.to(torch.float64).view(-1, 1, 1, 1)
+        grad_x = grad_phi = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad * ctx.theory.fermion_force(links, solution)).to(ctx.dtypes[0])
+        if ctx.needs_input_grad[1]:
+            grad_phi = (2 * grad * solution).to(ctx.dtypes[1])
+        return grad_x, grad_phi, None
 
 
 class Schwinger(U1):
@@ -209,6 +242,12 @@ class SchwingerPseudofermion(Schwinger):
     def solver_work(self):
         return {"cg_iterations": self.cg_iterations}
 
+    def solve_counted(self, x: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+        """X = (D†D)⁻¹φ by CG, its iterations added to ``cg_iterations``."""
+        result = self.solve_ddag(x, phi)
+        self.cg_iterations += result.iterations
+        return result.x
+
     def _solution(self, x: torch.Tensor) -> torch.Tensor:
         """X = (D†D)⁻¹φ for the current pseudofermions, counting the CG iterations. The action and the
         force of the same links (the same tensor x, which HMC never modifies in place) share one solve."""
@@ -219,17 +258,24 @@ class SchwingerPseudofermion(Schwinger):
         links, pseudofermions, solution = self._last
         if links is x and pseudofermions is phi:
             return solution
-        result = self.solve_ddag(x, phi)
-        self.cg_iterations += result.iterations
-        self._last = (x, phi, result.x)
-        return result.x
+        solution = self.solve_counted(x, phi)
+        self._last = (x, phi, solution)
+        return solution
 
     def action(self, x):
         solution = self._solution(x)
         return super().action(x) + (self.pseudofermions.conj() * solution).real.sum((1, 2, 3))
 
+    def joint_action(self, x: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+        """S(U, φ) = S_g + φ†(D†D)⁻¹φ, (B,), for links x (B, 2, L0, L1) and pseudofermions φ (B, L0, L1, 2)
+        given (not the state); differentiable in both (module docstring)."""
+        return super().action(x) + _PseudofermionTerm.apply(x, phi, self)
+
     def force(self, x):
-        right = self._solution(x)  # X
+        return super().force(x) + self.fermion_force(x, self._solution(x))
+
+    def fermion_force(self, x: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        """∂/∂θ of φ†(D†D)⁻¹φ from X = (D†D)⁻¹φ (``right``), (B, 2, L0, L1)."""
         left = fermions.apply(x, right, self.kappa)  # Y = D X
         eye = torch.eye(2, dtype=right.dtype, device=x.device)
         forward, backward = [], []
@@ -237,8 +283,7 @@ class SchwingerPseudofermion(Schwinger):
             # tr((1 ∓ γ) (X Y†)_{ab}) = ⟨Y(b), (1 ∓ γ) X(a)⟩
             forward.append((left.conj() * (shift(right, mu) @ (eye - gamma).T)).sum(-1))
             backward.append((shift(left, mu).conj() * (right @ (eye + gamma).T)).sum(-1))
-        fermion = hopping_force(x, self.kappa, torch.stack(forward, 1), torch.stack(backward, 1))
-        return super().force(x) + fermion
+        return hopping_force(x, self.kappa, torch.stack(forward, 1), torch.stack(backward, 1))
 
 
 FORMS = {"exact": SchwingerExact, "pseudofermion": SchwingerPseudofermion}
