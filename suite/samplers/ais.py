@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from suite.samplers import register
-from suite.samplers.base import RunContext, Sampler
+from suite.samplers.base import RunContext, Sampler, weight_columns
 from suite.samplers.spec import option
 
 
@@ -58,11 +58,7 @@ class AIS(Sampler):
                 f"{spec['n_samples']} samples")
 
     def columns(self, row) -> dict:
-        from suite.report.tables import format_value
-
-        info, metrics = row.sampler_info, row.metrics
-        ess, log_z = metrics.get("ess"), metrics.get("log_z")
-        exact = row.reference.get("log_z")
+        info = row.sampler_info
         return {
             "n_samples": info.get("n_samples"),
             "n_temperatures": info.get("n_temperatures"),
@@ -70,10 +66,7 @@ class AIS(Sampler):
             "step_size": info.get("step_size"),
             "acceptance": info.get("acceptance"),
             "evaluations_per_sample": info.get("evaluations_per_sample"),
-            "ess": format_value(ess["value"], ess["error"]) if ess else None,
-            "pareto_k": ess.get("pareto_k") if ess else None,
-            "log_z": format_value(log_z["value"], log_z["error"]) if log_z else None,
-            "log_z_pull": exact["pull"] if exact else None,
+            **weight_columns(row),
         }
 
 

@@ -106,3 +106,15 @@ class Sampler:
     def upgrade_v1(self, data: dict) -> dict:
         """A schema-1 row's dict brought to the current schema (artifact paths it did not record)."""
         return data
+
+
+def weight_columns(row) -> dict:
+    """The runs-table columns of an importance sampler's weights: ESS, Pareto k̂ (> 0.7: not to be
+    trusted), log Z and its pull against an exact log Z where the entry has one."""
+    from suite.report.tables import format_value
+
+    ess, log_z, exact = row.metrics.get("ess"), row.metrics.get("log_z"), row.reference.get("log_z")
+    return {"ess": format_value(ess["value"], ess["error"]) if ess else None,
+            "pareto_k": ess.get("pareto_k") if ess else None,
+            "log_z": format_value(log_z["value"], log_z["error"]) if log_z else None,
+            "log_z_pull": exact["pull"] if exact else None}

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from suite.samplers import register
-from suite.samplers.base import RunContext, Sampler
+from suite.samplers.base import RunContext, Sampler, weight_columns
 from suite.samplers.spec import option
 
 
@@ -98,11 +98,7 @@ class SNF(Sampler):
                 f"batch {spec['batch_size']}, {spec['n_samples']} samples")
 
     def columns(self, row) -> dict:
-        from suite.report.tables import format_value
-
-        info, metrics, training = row.sampler_info, row.metrics, row.training or {}
-        ess, log_z = metrics.get("ess"), metrics.get("log_z")
-        exact = row.reference.get("log_z")
+        info, training = row.sampler_info, row.training or {}
         return {
             "model": info.get("model"),
             "n_samples": info.get("n_samples"),
@@ -114,10 +110,7 @@ class SNF(Sampler):
             "train_steps": training.get("steps"),
             "train_seconds": training.get("seconds"),
             "train_evaluations": training.get("evaluations"),  # action + force evaluations of the training
-            "ess": format_value(ess["value"], ess["error"]) if ess else None,
-            "pareto_k": ess.get("pareto_k") if ess else None,
-            "log_z": format_value(log_z["value"], log_z["error"]) if log_z else None,
-            "log_z_pull": exact["pull"] if exact else None,
+            **weight_columns(row),
         }
 
 
