@@ -17,6 +17,7 @@ from suite.report.protocol import ess_curve_section, mode_section
 from suite.report.scaling import scaling_section
 from suite.report.tables import format_value, observables_table, runs_tables, to_markdown
 from suite.report.throughput import KIND as THROUGHPUT, throughput_section
+from suite.samplers import samplers
 from suite.theories.registry import registered_theories, theory_info
 
 
@@ -160,6 +161,9 @@ def build_report(results_folders, out, *, target_ess: float = 0.1, n_independent
         lines += [f"## {title}", "", to_markdown(table.drop(columns=["run_id"])), ""]
         if any(r.training for r in finished if r.plugin.runs_table == title):
             lines += _training_section([r for r in finished if r.plugin.runs_table == title], out)
+    for plugin in samplers().values():  # the sections each sampler adds (correlated: the differences)
+        own = [r for r in finished if r.plugin is plugin]
+        lines += plugin.report_section(own, out) if own else []
     lines += _unfinished_section(rows)
     for info in registered_theories().values():  # the sections each theory adds (U(1): topological freezing)
         theory_rows = [r for r in finished if r.theory == info.name]
