@@ -126,6 +126,14 @@ def _unfinished_section(rows) -> list[str]:
     return ["## Runs that did not finish", "", to_markdown(pd.DataFrame.from_records(records)), ""]
 
 
+def _commands(rows, results_folders, out: Path) -> list[str]:
+    """The commands that made the rows (their provenance, where recorded) and this report."""
+    runs = sorted({r.provenance["command"] for r in rows if r.provenance.get("command")})
+    made = [f"Runs made by: {'; '.join(f'`{c}`' for c in runs)}."] if runs else []
+    report = f"lftbench report {' '.join(map(str, results_folders))} --out {out}"
+    return [*made, f"This report: `{report}`.", ""]
+
+
 def build_report(results_folders, out, *, target_ess: float = 0.1, n_independent: float = 1e4) -> Path:
     """Write report.md, runs.csv, observables.csv, figures/ and tables/ to ``out``; returns the report path.
 
@@ -151,6 +159,7 @@ def build_report(results_folders, out, *, target_ess: float = 0.1, n_independent
         f"catalogue version(s): {', '.join(sorted({str(r.catalogue_version) for r in rows}))}; "
         f"git commit(s): {', '.join(commits)}.",
         "",
+        *_commands(rows, results_folders, out),
         "Errors are statistical: Wolff's Γ-method (S = 1.5, chains as replica) for Markov chains, "
         "τ_int = ½ + Σ_{t≥1} ρ(t) in trajectories (flow-mh: proposals); reweighted means with delta-method "
         "errors for independent flow samples. ESS per sample = (Σw)²/(N Σw²) with a bootstrap error. "
