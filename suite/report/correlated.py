@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from suite.report.tables import HIDDEN_PREFIXES, format_value, to_markdown, write_table
+from suite.samplers.correlated import couplings_label
 
 
 def _signed(value) -> str:
@@ -72,11 +73,17 @@ def correlated_section(rows, out: Path) -> list[str]:
         table = pd.DataFrame.from_records(difference_records(row))
         log_z = found["log_z_ratio"]
         exact = log_z.get("exact")
-        lines += [f"### {row.entry} → {row.plugin.describe(row.sampler)}, seed {row.seed}", "",
-                  f"α₁ = {row.params}, α₂ = {row.sampler_info['target']} (references at α₂: "
-                  f"{row.sampler_info['target_entry']}); f: {row.sampler['model']} {row.sampler['hparams']}, "
-                  f"{(row.training or {}).get('steps')} training steps on {row.sampler_info['train_configs']} "
-                  f"configurations; Kish ESS of w per configuration {found['weights_ess']:.3f}.", "",
+        info, steps = row.sampler_info, (row.training or {}).get("steps")
+        where = (f"the catalogue entry {info['target_entry']}" if info.get("target_entry") else
+                 "no catalogue entry; its references are the exact solver's, where the entry has one")
+        trained = (f"trained for {steps} steps on {info['train_configs']} configurations of an independent run"
+                   if steps else "untrained (plain reweighting where it starts from the identity)")
+        lines += [f"### {row.entry} — {row.plugin.describe(row.sampler)}, seed {row.seed}", "",
+                  f"α₁: {couplings_label(row.params)}; α₂: {couplings_label(info['target'])} ({where}). f: "
+                  f"{row.sampler['model']} {row.sampler['hparams']}, from the {row.sampler['init']}, {trained}. "
+                  f"α₁ ensemble: {info['chains']} chains × {info['n_traj']} trajectories; baseline: "
+                  f"{info['chains']} chains × {info['baseline_traj']} trajectories at each coupling. Kish ESS of w "
+                  f"per configuration {found['weights_ess']:.3f}.", "",
                   f"log(Z₂/Z₁) = {format_value(log_z['value'], log_z['error'])} (τ_int "
                   f"{format_value(log_z['tau_int'], log_z['tau_int_error'])})"
                   + (f", exact {exact['value']:.6g}, pull {_signed(log_z['pull'])}" if exact else "") + ".", "",

@@ -31,8 +31,8 @@ The row's ``metrics["correlated"]`` holds, per observable, the difference with e
 ⟨O⟩₂, the baseline difference with its error (and at equal cost), the variance reductions, the
 exact difference and the pulls where the references of both couplings are known; and log(Z₂/Z₁) =
 log⟨w⟩₁ with error (and pull). α₂'s references are those of the catalogue entry with the same
-theory, convention, lattice and couplings if there is one, else those the entry's exact solver
-gives at α₂ (e.g. the U(1) character expansion at β + Δβ, the free field at another mass).
+theory, convention, lattice and couplings if there is one (named in the row's
+``sampler_info.target_entry``), else those the entry's exact solver gives at α₂ (e.g. the U(1) character expansion at β + Δβ, the free field at another mass).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def target_entry(entry, target: dict):
         if (other.theory, other.convention, other.lattice, other.params) == \
                 (entry.theory, entry.convention, entry.lattice, params):
             return other
-    return dataclasses.replace(entry, id=f"{entry.id} at {params}", params=params, reference={})
+    return dataclasses.replace(entry, id=f"{entry.id} at {couplings_label(target)}", params=params, reference={})
 
 
 def _references(entry) -> dict:
@@ -156,10 +156,10 @@ class Correlated(Sampler):
         return is_reference_model(spec.get("model"))
 
     def label(self, spec: dict) -> str:
-        return f"{self.name} to {_couplings(spec['target'])}, {spec['model']}, {spec['budget_steps']} steps"
+        return f"{self.name} to {couplings_label(spec['target'])}, {spec['model']}, {spec['budget_steps']} steps"
 
     def describe(self, spec: dict) -> str:
-        return f"{self.name} (to {_couplings(spec['target'])}, {spec['model']})"
+        return f"{self.name} (to {couplings_label(spec['target'])}, {spec['model']})"
 
     def budget_label(self, spec: dict) -> str:
         hmc = spec["hmc"]
@@ -174,7 +174,7 @@ class Correlated(Sampler):
         reductions = [record["variance_reduction"]["cpu_seconds"] for name, record in found.get("observables", {}).items()
                       if "variance_reduction" in record and not name.startswith("corr_")]
         return {
-            "target": _couplings(row.sampler["target"]),
+            "target": couplings_label(row.sampler["target"]),
             "model": row.sampler.get("model"),
             "train_steps": training.get("steps"),
             "weights_ess": found.get("weights_ess"),
@@ -246,6 +246,7 @@ class Correlated(Sampler):
     def run(self, spec: CorrelatedSpec, theory, context: RunContext):
         import torch
 
+        from suite.catalogue import entries
         from suite.chain import Chain
         from suite.correlated import correlated_metrics
         from suite.metrics import estimate_observables
@@ -311,15 +312,17 @@ class Correlated(Sampler):
             tuple(estimate_observables(part, couplings) for part, couplings in baseline),
             cost, baseline_cost, _references(context.entry), _references(entry2))}
         chain.timings = {**chain.timings, **{name: phase["seconds"] for name, phase in clock.phases.items()}}
-        chain.info = {**chain.info, "target": {**entry2.params}, "target_entry": entry2.id,
+        in_catalogue = entry2.id in {e.id for e in entries()}
+        chain.info = {**chain.info, "target": {**entry2.params}, "target_entry": entry2.id if in_catalogue else None,
                       "train_configs": spec.train_configs if spec.budget_steps else 0, "baseline_traj": baseline_traj}
         training = {"objective": "transport-kl", **log.totals(),
                     "n_parameters": sum(p.numel() for p in transform.parameters())}
         return chain, training
 
 
-def _couplings(params: dict) -> str:
-    return ", ".join(f"{k} = {v}" for k, v in params.items())
+def couplings_label(params: dict) -> str:
+    """Couplings in words, ``lam = 5.55`` (a params dict's ``convention`` left out)."""
+    return ", ".join(f"{k} = {v}" for k, v in params.items() if k != "convention")
 
 
 register(Correlated())
