@@ -274,12 +274,14 @@ def thermalise(theory, *, chains: int, n_therm: int, seed: int, settings: HMCSet
 
 def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settings: HMCSettings | None = None,
             dtype=torch.float64, device="cpu", progress: bool | None = None, measure_every: int = 1,
-            group=None) -> Chain:
+            group=None, on_measurement=None) -> Chain:
     """Thermalise (adapting the step size) and then take ``n_traj`` measurements on ``chains`` chains.
 
     Observables are measured after every ``measure_every``-th trajectory (for costly observables such
     as the gradient-flowed topological charge); the Metropolis decisions and ΔH of all
     ``n_traj × measure_every`` trajectories are kept. Reproducible for a given seed on CPU.
+    ``on_measurement(x)``, where given, is called with the configurations (chains, *field shape) of
+    every measurement, in Monte Carlo order (x is never modified in place afterwards, so it may be kept).
     ``group``: the chains split over its ranks (module docstring); every rank returns the whole
     chain, its records gathered in rank order, its seconds the slowest rank's.
     """
@@ -305,6 +307,8 @@ def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settin
         if (i + 1) % measure_every == 0:
             for name, value in theory.observables(state.x).items():
                 records[name] = _record(records.get(name), value, i // measure_every, n_traj)
+            if on_measurement is not None:
+                on_measurement(state.x)
     if state.x.is_cuda:
         torch.cuda.synchronize(state.x.device)
     seconds = {"thermalisation": state.seconds, "sampling": time.perf_counter() - start}
@@ -331,10 +335,12 @@ def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settin
 def _evaluations(after: dict, before: dict, n_total: int, measure_every: int) -> dict[str, float]:
     """Action and force evaluations per measured trajectory (the cache's counts of `hmc_trajectory`:
     one action per proposal, the integrator's forces, one more of each where a refresh changed the
-    action) and their sum per measured configuration, ``evaluations_per_sample``."""
+    action), their sum per measured configuration, ``evaluations_per_sample``, and the sum per chain
+    over the whole run, thermalisation included, ``evaluations_per_chain``."""
     per = {kind: (after[kind] - before.get(kind, 0)) / n_total for kind in ("action", "force")}
     return {"action_evaluations_per_trajectory": per["action"], "force_evaluations_per_trajectory": per["force"],
-            "evaluations_per_sample": (per["action"] + per["force"]) * measure_every}
+            "evaluations_per_sample": (per["action"] + per["force"]) * measure_every,
+            "evaluations_per_chain": after["action"] + after["force"]}
 
 
 def _per_trajectory(work: dict[str, list[int]]) -> dict[str, float]:

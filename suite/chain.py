@@ -24,6 +24,7 @@ class Chain:
     target_log_weights: np.ndarray | None = None  # (M,) −S − log q at samples of the target (forward ESS, EUBO)
     timings: dict[str, float] = field(default_factory=dict)   # seconds
     info: dict = field(default_factory=dict)  # sampler settings actually used (step size, ...)
+    metrics: dict = field(default_factory=dict)  # what the sampler measured beyond its chain, into the row's metrics
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -36,7 +37,7 @@ class Chain:
         for name in ("accepted", "delta_h", "log_weights", "target_log_weights"):
             if getattr(self, name) is not None:
                 arrays[name] = getattr(self, name)
-        arrays["meta"] = np.array(json.dumps({"timings": self.timings, "info": self.info}))
+        arrays["meta"] = np.array(json.dumps({"timings": self.timings, "info": self.info, "metrics": self.metrics}))
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")  # unique per writer
         try:
             with open(tmp, "wb") as f:
@@ -62,6 +63,7 @@ class Chain:
                     target_log_weights=data["target_log_weights"] if "target_log_weights" in data.files else None,
                     timings=meta["timings"],
                     info=meta["info"],
+                    metrics=meta.get("metrics", {}),
                 )
         except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as err:
             raise ValueError(f"chains file {path} cannot be read ({type(err).__name__}: {err})") from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 
@@ -641,7 +642,10 @@ COMMANDS = {"list": cmd_list, "samplers": cmd_samplers, "run": cmd_run, "status"
 
 
 def main(argv=None) -> int:
+    from suite.harness import results
+
     args = build_parser().parse_args(argv)
+    results.COMMAND = "lftbench " + shlex.join(sys.argv[1:] if argv is None else argv)
     debug = args.debug or bool(os.environ.get("LFTBENCH_DEBUG"))
     if getattr(args, "distributed", False) and os.environ.get("RANK", "0") != "0" and not debug:
         sys.stderr = open(os.devnull, "w")  # ranks other than 0 say nothing: rank 0 prints the one line

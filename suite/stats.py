@@ -47,7 +47,8 @@ import numpy as np
 from scipy.special import logsumexp
 
 __all__ = ["GammaResult", "bin_data", "effective_sample_size", "ess_bootstrap_error",
-           "gamma_method", "gamma_method_derived", "log_mean_weight", "reweighted_derived", "reweighted_mean"]
+           "gamma_method", "gamma_method_derived", "log_mean_weight", "log_mean_weight_gamma", "reweighted_derived",
+           "reweighted_mean", "transported_derived"]
 
 
 def _check_finite(x: np.ndarray, name: str) -> None:
@@ -222,6 +223,62 @@ def gamma_method_derived(func: Callable[..., float], datas: Sequence, S: float =
     deltas = [sum(g[k] * _fluctuations(p[r]) for k, p in enumerate(prims))
               for r in range(len(lengths))]
     return _gamma_core(value, deltas, S)
+
+
+def _weights(log_w) -> tuple[list[np.ndarray], float]:
+    """Replica of ``exp(log_w − max)`` and the max subtracted."""
+    reps = _replica(log_w, "log_w")
+    top = max(float(r.max()) for r in reps)
+    return [np.exp(r - top) for r in reps], top
+
+
+def transported_derived(func: Callable[..., float], datas: Sequence, mapped: Sequence, log_w, S: float = 1.5,
+                        grad: Callable[..., Sequence[float]] | None = None) -> tuple[GammaResult, GammaResult]:
+    """``f(<a>_2) − f(<a>_1)`` and ``f(<a>_2)`` from one Markov chain of p_1 and a map x ↦ y to p_2.
+
+    ``datas[k]`` holds a_k(x) on the chain, ``mapped[k]`` a_k(y) at the mapped configurations and
+    ``log_w`` the log-weights log w = log p̃_2(y) + log|det ∂y/∂x| − log p̃_1(x) (all shaped like
+    ``data`` of `gamma_method`), so that <a>_2 = <w a(y)>_1 / <w>_1 (self-normalised). Both results
+    are derived quantities of the chain's means of a_k(x), w a_k(y) and w, analysed together by
+    `gamma_method_derived`: the correlation between the two ends, which the difference gains from,
+    and the chain's autocorrelations are in the error. ``grad``: the gradient of ``func`` (default:
+    central differences of the whole estimator). Returns (difference, value at p_2).
+    """
+    k = len(datas)
+    if k == 0 or len(mapped) != k:
+        raise ValueError("datas and mapped must hold the same, non-zero number of observables")
+    weights, _ = _weights(log_w)
+    at_one = [_replica(d, f"datas[{i}]") for i, d in enumerate(datas)]
+    reweighted = [[w * a for w, a in zip(weights, _replica(m, f"mapped[{i}]"))] for i, m in enumerate(mapped)]
+    if any(len(r) != len(weights) for r in (*at_one, *reweighted)):
+        raise ValueError("datas, mapped and log_w must have the same replica")
+
+    def at_two(*means):
+        return func(*(np.asarray(means[:k]) / means[k]))
+
+    def difference(*means):
+        return at_two(*means[k:]) - func(*means[:k])
+
+    grad_two = grad_difference = None
+    if grad is not None:
+        def grad_two(*means):
+            g = np.asarray(grad(*(np.asarray(means[:k]) / means[k])), dtype=float)
+            return [*(g / means[k]), -float(g @ np.asarray(means[:k])) / means[k] ** 2]
+
+        def grad_difference(*means):
+            return [*(-np.asarray(grad(*means[:k]), dtype=float)), *grad_two(*means[k:])]
+
+    return (gamma_method_derived(difference, [*at_one, *reweighted, weights], S, grad_difference),
+            gamma_method_derived(at_two, [*reweighted, weights], S, grad_two))
+
+
+def log_mean_weight_gamma(log_w, S: float = 1.5) -> GammaResult:
+    """``log <w>`` of log-weights on a Markov chain (shaped like ``data`` of `gamma_method`), its error
+    by the Γ-method with the autocorrelations of w (e.g. log(Z_2/Z_1) of `transported_derived`'s weights)."""
+    weights, top = _weights(log_w)
+    result = gamma_method_derived(np.log, [weights], S, grad=lambda c: [1.0 / c])
+    return GammaResult(result.value + top, result.error, result.tau_int, result.tau_int_error, result.window,
+                       result.n_samples, result.rho)
 
 
 def bin_data(data, bin_size: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from pathlib import Path
 from suite.errors import UsageError
 
 PACKAGES = ("lftbench", "torch", "numpy", "scipy", "pandas", "matplotlib", "tqdm")
+COMMAND: str | None = None  # the lftbench command line of this process (`suite.cli.main` sets it), in provenance
 
 
 def prepare_output_folder(folder: str | Path) -> Path:
@@ -40,7 +41,7 @@ def _git(*args: str) -> str | None:
 
 
 def provenance() -> dict:
-    """Where and with what a row was produced: git state, package versions, host, threads."""
+    """Where and with what a row was produced: the lftbench command, git state, package versions, host, threads."""
     import torch
 
     versions = {}
@@ -51,6 +52,7 @@ def provenance() -> dict:
             versions[name] = None
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
+        "command": COMMAND,
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": None if status is None else bool(status),
         "packages": versions,

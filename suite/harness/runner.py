@@ -170,7 +170,7 @@ def run_task(task: Task, out: Path, *, device: str = "cpu", dtype: str | None = 
                    training=training, timings={**chain.timings, "total": time.perf_counter() - wall},
                    throughput={"configs_per_second": configs / sampling,
                                "site_updates_per_second": configs * entry.volume / sampling},
-                   metrics=sampler_metrics(chain, theory, plugin.markov), observables=estimates,
+                   metrics={**sampler_metrics(chain, theory, plugin.markov), **chain.metrics}, observables=estimates,
                    reference=pulls(estimates, entry.reference_values()), artifacts=artifacts)
         rowio.write_row(out, row)
         return row

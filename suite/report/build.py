@@ -17,6 +17,7 @@ from suite.report.protocol import ess_curve_section, mode_section
 from suite.report.scaling import scaling_section
 from suite.report.tables import format_value, observables_table, runs_tables, to_markdown
 from suite.report.throughput import KIND as THROUGHPUT, throughput_section
+from suite.samplers import samplers
 from suite.theories.registry import registered_theories, theory_info
 
 
@@ -125,6 +126,14 @@ def _unfinished_section(rows) -> list[str]:
     return ["## Runs that did not finish", "", to_markdown(pd.DataFrame.from_records(records)), ""]
 
 
+def _commands(rows, results_folders, out: Path) -> list[str]:
+    """The commands that made the rows (their provenance, where recorded) and this report."""
+    runs = sorted({r.provenance["command"] for r in rows if r.provenance.get("command")})
+    made = [f"Runs made by: {'; '.join(f'`{c}`' for c in runs)}."] if runs else []
+    report = f"lftbench report {' '.join(map(str, results_folders))} --out {out}"
+    return [*made, f"This report: `{report}`.", ""]
+
+
 def build_report(results_folders, out, *, target_ess: float = 0.1, n_independent: float = 1e4) -> Path:
     """Write report.md, runs.csv, observables.csv, figures/ and tables/ to ``out``; returns the report path.
 
@@ -150,6 +159,7 @@ def build_report(results_folders, out, *, target_ess: float = 0.1, n_independent
         f"catalogue version(s): {', '.join(sorted({str(r.catalogue_version) for r in rows}))}; "
         f"git commit(s): {', '.join(commits)}.",
         "",
+        *_commands(rows, results_folders, out),
         "Errors are statistical: Wolff's Γ-method (S = 1.5, chains as replica) for Markov chains, "
         "τ_int = ½ + Σ_{t≥1} ρ(t) in trajectories (flow-mh: proposals); reweighted means with delta-method "
         "errors for independent flow samples. ESS per sample = (Σw)²/(N Σw²) with a bootstrap error. "
@@ -160,6 +170,9 @@ def build_report(results_folders, out, *, target_ess: float = 0.1, n_independent
         lines += [f"## {title}", "", to_markdown(table.drop(columns=["run_id"])), ""]
         if any(r.training for r in finished if r.plugin.runs_table == title):
             lines += _training_section([r for r in finished if r.plugin.runs_table == title], out)
+    for plugin in samplers().values():  # the sections each sampler adds (correlated: the differences)
+        own = [r for r in finished if r.plugin is plugin]
+        lines += plugin.report_section(own, out) if own else []
     lines += _unfinished_section(rows)
     for info in registered_theories().values():  # the sections each theory adds (U(1): topological freezing)
         theory_rows = [r for r in finished if r.theory == info.name]

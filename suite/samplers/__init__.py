@@ -4,9 +4,10 @@
 ``flow-mh`` (an independence Metropolis chain with the model as proposal), ``flow-pmmh`` (its
 pseudo-marginal form with a joint model of links and pseudofermions), ``cluster`` (Wolff's
 single-cluster algorithm, O(N) models only), ``ais`` (annealed importance sampling from the
-prior), ``flow-ais`` (a trained flow corrected by AIS in its latent space) and ``snf`` (a stochastic
-normalizing flow: AIS with trained flow layers) ship with the suite. A new sampler is one module
-that subclasses `Sampler`, declares its
+prior), ``flow-ais`` (a trained flow corrected by AIS in its latent space), ``snf`` (a stochastic
+normalizing flow: AIS with trained flow layers) and ``correlated`` (differences between two
+couplings from one HMC ensemble mapped by a trained flow) ship with the suite. A new sampler is one
+module that subclasses `Sampler`, declares its
 spec dataclass and calls
 `register`; the CLI options, the study schema, report tables and ``compare`` follow from it.
 
@@ -26,7 +27,7 @@ from suite.samplers import spec as _spec
 from suite.samplers.base import RunContext, Sampler
 
 SHIPPED = ("suite.samplers.hmc", "suite.samplers.flow", "suite.samplers.cluster", "suite.samplers.ais",
-           "suite.samplers.flow_ais", "suite.samplers.snf")
+           "suite.samplers.flow_ais", "suite.samplers.snf", "suite.samplers.correlated")
 _REGISTRY: dict[str, Sampler] = {}
 
 

@@ -3,7 +3,8 @@
 A plugin is an instance of a `Sampler` subclass registered with `suite.samplers.register`. It
 declares its typed spec class (`suite.samplers.spec`), its default dtype and what kind of
 estimates its chains give, and implements `Sampler.run`. Reports and ``compare`` ask the plugin
-— never the sampler's name — how to label a run, which columns it adds to the runs table, whether
+— never the sampler's name — how to label a run, which columns it adds to the runs table, which
+section it adds to a report, whether
 its runs are the baseline others are compared with, and whether its ESS is a reweighting ESS.
 """
 
@@ -97,6 +98,10 @@ class Sampler:
     def columns(self, row) -> dict:
         """Columns it adds to its runs table, from a `suite.harness.rows.ResultRow`."""
         return {}
+
+    def report_section(self, rows, out: Path) -> list[str]:
+        """Markdown lines this sampler adds to a report, given its finished rows (figures go under ``out``)."""
+        return []
 
     def statistics(self, info: dict) -> str:
         """The statistics of a run in words, from its sampler info (``lftbench references`` writes it

@@ -337,6 +337,21 @@ class Flow(Sampler):
 
         return direct_log_weights
 
+    def _sample(self, spec: FlowSpec, model, theory, context: RunContext):
+        """The chain of the trained ``model``: its samples drawn (`suite.flow_sampling.draw`) and weighed."""
+        import torch
+
+        from suite import distributed
+        from suite.flow_sampling import distributed_draw, draw
+
+        group = distributed.current()
+        if group is None:
+            drawn = draw(model, theory, spec.n_samples, spec.sample_batch, self._weigher(spec))
+        else:  # each rank draws n_samples / N from its own stream; rank 0 gathers them
+            torch.manual_seed(distributed.rank_seed(context.seed, group.rank, distributed.SAMPLING))
+            drawn = distributed_draw(model, theory, spec.n_samples, spec.sample_batch, group, self._weigher(spec))
+        return self._chain_of(drawn, context)
+
     def _chain_of(self, drawn, context: RunContext):
         """The chain of what `suite.flow_sampling.draw` returned (observables, log-weights, seconds)."""
         from suite.flow_sampling import direct_sampling_of
@@ -377,14 +392,7 @@ class Flow(Sampler):
             atomic_save(model.state_dict(), context.run_dir / "model.pt")
         model.eval()
         with model_phase(spec.model, "sampling"):
-            from suite.flow_sampling import distributed_draw, draw
-
-            if group is None:
-                drawn = draw(model, theory, spec.n_samples, spec.sample_batch, self._weigher(spec))
-            else:  # each rank draws n_samples / N from its own stream; rank 0 gathers them
-                torch.manual_seed(distributed.rank_seed(context.seed, group.rank, distributed.SAMPLING))
-                drawn = distributed_draw(model, theory, spec.n_samples, spec.sample_batch, group, self._weigher(spec))
-            chain = self._chain_of(drawn, context)
+            chain = self._sample(spec, model, theory, context)
         training = {
             "objective": spec.objective,
             **log.totals(),

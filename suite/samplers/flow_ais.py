@@ -52,7 +52,7 @@ class FlowAIS(Flow):
     description = "a trained flow corrected by annealed importance sampling in its latent space"
     split_over_ranks = ()
 
-    def _chain(self, spec: FlowAISSpec, model, theory, context: RunContext):
+    def _sample(self, spec: FlowAISSpec, model, theory, context: RunContext):
         import torch
 
         from reference.ais import run_ais
