@@ -2,8 +2,9 @@
 
 ``hmc`` (Hybrid Monte Carlo), ``flow`` (a trained model's independent samples, reweighted),
 ``flow-mh`` (an independence Metropolis chain with the model as proposal), ``cluster`` (Wolff's
-single-cluster algorithm, O(N) models only) and ``ais`` (annealed importance sampling from the
-prior) ship with the suite. A new sampler is one module that subclasses `Sampler`, declares its
+single-cluster algorithm, O(N) models only), ``ais`` (annealed importance sampling from the
+prior) and ``nets`` (annealed Langevin dynamics with a learned transport drift, exactly weighted)
+ship with the suite. A new sampler is one module that subclasses `Sampler`, declares its
 spec dataclass and calls
 `register`; the CLI options, the study schema, report tables and ``compare`` follow from it.
 
@@ -22,7 +23,8 @@ from suite.errors import UsageError
 from suite.samplers import spec as _spec
 from suite.samplers.base import RunContext, Sampler
 
-SHIPPED = ("suite.samplers.hmc", "suite.samplers.flow", "suite.samplers.cluster", "suite.samplers.ais")
+SHIPPED = ("suite.samplers.hmc", "suite.samplers.flow", "suite.samplers.cluster", "suite.samplers.ais",
+           "suite.samplers.nets")
 _REGISTRY: dict[str, Sampler] = {}
 
 
