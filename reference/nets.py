@@ -179,7 +179,8 @@ def nets_batch(theory, drift, n: int, *, n_steps: int, diffusivity: float, power
 
     ``drift`` None is b_θ = 0. ``visit(k, x, log_w)``, if given, is called at every grid time k = 0..K with
     the states and their log-weights so far, −log q_0(x_0) + Σ_{j ≤ k} (log B_j − log F_j): with
-    −U_{t_k}(x_k) added they weight the walkers to ρ_{t_k}. Randomness from ``generator`` (None: the global torch RNG)."""
+    −U_{t_k}(x_k) added they weight the walkers to ρ_{t_k}. Randomness from ``generator`` (None: the
+    global torch RNG)."""
     space, h, eps = theory.field, 1.0 / n_steps, float(diffusivity)
     schedule = power_schedule(n_steps, power)
     x = space.prior_sample(n, generator=generator, dtype=dtype, device=device)
