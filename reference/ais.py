@@ -65,6 +65,14 @@ def prior_force(space, x: torch.Tensor) -> torch.Tensor:
     return -grad
 
 
+def anneal(b, at_prior, at_target):
+    """(1−b)·at_prior + b·at_target: U_b = anneal(b, −log q_0, S) and ∇U_b = anneal(b, −∇log q_0, ∇S).
+    ``b`` is a number or one value per configuration (a tensor of shape (B,), broadcast over the rest)."""
+    if torch.is_tensor(b):
+        b = b.reshape(-1, *([1] * (at_target.dim() - 1)))
+    return (1 - b) * at_prior + b * at_target
+
+
 class AnnealedTheory:
     """The theory of π_b ∝ q_0^{1−b} e^{−bS} for 0 ≤ b ≤ 1, against the Theory interface that HMC uses:
     ``action(x) = (1−b)(−log q_0(x)) + b S(x)``, ``force`` its gradient, the same ``field``."""
@@ -81,11 +89,11 @@ class AnnealedTheory:
 
     def combine(self, action: torch.Tensor, prior_log_prob: torch.Tensor) -> torch.Tensor:
         """S_b from the theory's action and the prior's log density at the same x."""
-        return (1 - self.b) * -prior_log_prob + self.b * action
+        return anneal(self.b, -prior_log_prob, action)
 
     def force(self, x: torch.Tensor) -> torch.Tensor:
-        force = prior_force(self.field, x).mul_(1 - self.b)
-        return force.add_(self.theory.force(x), alpha=self.b) if self.b else force
+        force = prior_force(self.field, x)
+        return anneal(self.b, force, self.theory.force(x)) if self.b else force
 
 
 def power_schedule(n_temperatures: int, power: float = 1.0) -> np.ndarray:

@@ -5,9 +5,10 @@
 pseudo-marginal form with a joint model of links and pseudofermions), ``cluster`` (Wolff's
 single-cluster algorithm, O(N) models only), ``ais`` (annealed importance sampling from the
 prior), ``flow-ais`` (a trained flow corrected by AIS in its latent space), ``snf`` (a stochastic
-normalizing flow: AIS with trained flow layers) and ``correlated`` (differences between two
-couplings from one HMC ensemble mapped by a trained flow) ship with the suite. A new sampler is one
-module that subclasses `Sampler`, declares its
+normalizing flow: AIS with trained flow layers), ``nets`` (annealed Langevin dynamics with a learned
+drift and exact discrete-time weights) and ``correlated`` (differences between two couplings from
+one HMC ensemble mapped by a trained flow) ship with the suite. A new sampler is one module that
+subclasses `Sampler`, declares its
 spec dataclass and calls
 `register`; the CLI options, the study schema, report tables and ``compare`` follow from it.
 
@@ -27,7 +28,7 @@ from suite.samplers import spec as _spec
 from suite.samplers.base import RunContext, Sampler
 
 SHIPPED = ("suite.samplers.hmc", "suite.samplers.flow", "suite.samplers.cluster", "suite.samplers.ais",
-           "suite.samplers.flow_ais", "suite.samplers.snf", "suite.samplers.correlated")
+           "suite.samplers.flow_ais", "suite.samplers.snf", "suite.samplers.correlated", "suite.samplers.nets")
 _REGISTRY: dict[str, Sampler] = {}
 
 

@@ -149,7 +149,7 @@ def budget_label(spec: dict) -> str:
     return f"{steps or 'no'} steps × batch {batch}"
 
 
-def _final_batch_ess(log) -> float | None:
+def final_batch_ess(log) -> float | None:
     """Mean batch ESS over the last tenth of training (None where the objective logs none)."""
     import numpy as np
 
@@ -397,7 +397,7 @@ class Flow(Sampler):
             "objective": spec.objective,
             **log.totals(),
             "n_parameters": sum(p.numel() for p in model.parameters()),
-            "final_batch_ess": _final_batch_ess(log),
+            "final_batch_ess": final_batch_ess(log),
         }
         if pretrained is not None:
             training["pretrain"] = pretrained
