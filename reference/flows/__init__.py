@@ -1,9 +1,9 @@
-"""The reference models: normalizing flows for scalar fields (B, *lattice), U(1) links (B, 2, L0, L1)
-and SU(N) links (B, 2, L0, L1, N, N).
+"""The reference models: normalizing flows for scalar fields (B, *lattice), U(1) links (B, 2, L0, L1),
+SU(N) links (B, 2, L0, L1, N, N), O(3) spins (B, *lattice, 3) and CP(N−1) fields (B, *lattice, N).
 
 ``REGISTRY`` is the one list of reference models: name -> `ModelEntry` (its factory
 ``factory(theory, **hparams) -> Flow``, the typed `Schema` of its hyperparameters with the
-factory's defaults, the field it applies to, ``"scalar"``, ``"u1"`` or ``"sun"``, and a one-line description).
+factory's defaults, the field it applies to, ``"scalar"``, ``"u1"``, ``"sun"``, ``"on"`` or ``"cpn"``, and a one-line description).
 ``build("affine", theory, n_layers=8)`` checks the hyperparameters against the schema, then calls
 the factory; ``validate_hparams(name, hparams)`` checks them without a theory (when a study is
 loaded). A bad name or hyperparameter (unknown, wrong type, out of bounds) is a one-line
@@ -30,6 +30,10 @@ model                     field     hyperparameters (default) and bounds
                                     ≥ 1, method, n_steps, rtol, atol, adjoint as cnf
 ``sun-equivariant``       sun       n_layers (16) ≥ 1, n_harmonics (4) in [1, 16], hidden ((8, 8)),
                                     kernel_size (3), loops ("plaquette", "plaquette+rectangle")
+``sphere-equivariant``    on        n_layers (8) ≥ 1, n_bins (8) in [1, 999], hidden ((16, 16)),
+                                    kernel_size (3); O(3) spins, even extents
+``cpn-equivariant``       cpn       n_layers (8) ≥ 1, n_bins (8) in [1, 999], hidden ((16, 16)),
+                                    kernel_size (3); even extents
 ========================  ========  ==========================================================
 
 Every flow is float32 when built (``.double()`` / ``.to(device)`` move it) and draws its prior from
@@ -46,6 +50,7 @@ from reference.flows.masks import KINDS as MASKS
 from reference.flows.models import Flow, build_affine, build_hybrid, build_spline
 from reference.flows.ode import METHODS
 from reference.flows.schema import Bool, Choice, Int, Ints, Real, Schema, schema_of
+from reference.flows.sphere import build_cpn_equivariant, build_sphere_equivariant
 from reference.flows.sun import build_sun_equivariant
 from reference.flows.u1 import LOOPS, TRANSFORMS, build_u1_equivariant
 from reference.flows.u1_continuous import build_u1_cnf
@@ -53,7 +58,9 @@ from suite.errors import UsageError
 
 FIELDS = {"scalar": "real scalar fields (B, *lattice), prior N(0, 1)",
           "u1": "U(1) link angles (B, 2, L0, L1) in (−π, π], Haar prior",
-          "sun": "SU(N) links (B, 2, L0, L1, N, N), complex, Haar prior"}
+          "sun": "SU(N) links (B, 2, L0, L1, N, N), complex, Haar prior",
+          "on": "O(3) spins (B, *lattice, 3), unit vectors, uniform prior on S²",
+          "cpn": "CP(N−1) fields (B, *lattice, N), complex unit vectors modulo a phase, uniform prior"}
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,12 @@ REGISTRY: dict[str, ModelEntry] = {e.name: e for e in [
     _register("sun-equivariant", build_sun_equivariant, "sun",
               "gauge-equivariant plaquette couplings for 2D SU(N), spectral maps (arXiv:2008.05456)",
               n_layers=Int(min=1), n_harmonics=Int(min=1, max=16), **_CONV, loops=Choice(choices=LOOPS)),
+    _register("sphere-equivariant", build_sphere_equivariant, "on",
+              "O(3)-equivariant checkerboard couplings, polar and azimuth splines in the neighbours' frame",
+              n_layers=Int(min=1), n_bins=Int(min=1, max=999), **_CONV),
+    _register("cpn-equivariant", build_cpn_equivariant, "cpn",
+              "U(N)- and phase-equivariant checkerboard couplings, a spline of the distance to a frame point",
+              n_layers=Int(min=1), n_bins=Int(min=1, max=999), **_CONV),
 ]}
 
 
@@ -146,5 +159,6 @@ def build(name: str, theory, **hparams) -> Flow:
 
 
 __all__ = ["FIELDS", "Flow", "ModelEntry", "REGISTRY", "build", "build_affine", "build_cnf", "build_cnf_equivariant",
-           "build_hybrid", "build_spline", "build_sun_equivariant", "build_u1_cnf", "build_u1_equivariant", "defaults", "hparams",
+           "build_cpn_equivariant", "build_hybrid", "build_sphere_equivariant", "build_spline", "build_sun_equivariant",
+           "build_u1_cnf", "build_u1_equivariant", "defaults", "hparams",
            "is_reference_model", "validate_hparams"]
