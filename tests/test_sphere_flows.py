@@ -195,7 +195,7 @@ def test_degenerate_frame_leaves_the_azimuth_alone():
     assert (flow.transform(z @ r.T)[0] - x @ r.T).abs().max() < 1e-12
 
 
-def test_cpn_site_map_commutes_with_phases_and_keeps_the_frame_point():
+def test_cpn_site_map_commutes_with_phases_and_its_spline_keeps_the_frame_point():
     site_map = ProjectiveMap(4, n_bins=4)
     g = torch.Generator().manual_seed(13)
     p = 1.5 * torch.randn(3, site_map.n_params, generator=g, dtype=torch.float64)
@@ -208,9 +208,11 @@ def test_cpn_site_map_commutes_with_phases_and_keeps_the_frame_point():
     nb_phases = torch.polar(torch.ones(3, 4, 1, dtype=torch.float64), torch.rand(3, 4, 1, generator=g, dtype=torch.float64) * 6)
     moved, moved_ladj = site_map(phase * z, nb_phases * nb, p)
     assert (moved - phase * out).abs().max() < 1e-12 and (moved_ladj - ladj).abs().max() < 1e-12
-    n = cpn_frame(nb)
-    pole, pole_ladj = site_map(n, nb, p)  # the frame point is fixed, with a finite log-det
+    n, polar_only = cpn_frame(nb), p.clone()
+    polar_only[:, 0] = 0  # c = 0: e^{cM} = 1, and the polar spline fixes the frame point, with a finite log-det
+    pole, pole_ladj = site_map(n, nb, polar_only)
     assert (pole - n).abs().max() < 1e-12 and torch.isfinite(pole_ladj).all()
+    assert (site_map(n, nb, p)[0] - n).abs().max() > 1e-3  # e^{cM} moves it (n is not an eigenvector of M)
     assert ladj.abs().min() > 0.05
 
 

@@ -42,25 +42,29 @@ and spheres", PMLR 119 (2020) 8083, arXiv:2002.02428, in a frame set by the froz
   (`CircularSpline.reflect`: f_{Rp}(φ) = −f_p(−φ)) and keeping the polar one, so p(Pc) = R p(c).
   The layer then commutes with every rotation and reflection, and log q is O(3) invariant.
 
-CP(N−1) layer, `ProjectiveMap` (a polar map about a frame point, the CP analogue of the cos θ map):
+CP(N−1) layer, `ProjectiveMap`: two maps that commute with the phases, z → e^{iα} z, and with global
+U(N), both built from the neighbours' projector sum M = Σ_k z_k z̄_k (invariant under their phases,
+M → U M U† under U(N)):
 
-* frame point: v = Σ_k z_k (z̄_k·z_1) = M z_1, M = Σ_k z_k z̄_k the sum of the neighbours' projectors,
-  and n = v/|v|. |v| ≥ z̄_1·v = Σ_k |z̄_k·z_1|² ≥ 1, so the frame is never degenerate; a phase of a
-  neighbour changes n by at most a phase, so n n̄ is gauge invariant.
-* the site map: z = a n + z_⊥ with a = n̄·z; t = |a|² ∈ [0, 1] (the cos² of the Fubini–Study distance
-  to n) is moved by the monotone spline of 2t − 1 on [−1, 1], and z' = a √(t'/t) n + z_⊥ √(w'/w) with
-  w = 1 − t = |z_⊥|². The phase of a and the direction of z_⊥ stay, so z → e^{iα} z gives
-  z' → e^{iα} z'. In these coordinates the uniform measure of S^{2N−1} is ∝ w^{N−2} dt d(arg a) dΩ,
-  dΩ that of the directions of z_⊥ (S^{2N−3}), so the log-det is log |dt'/dt| + (N − 2) log(w'/w).
-* equivariance: under z_x → e^{iα_x} z_x on every site and under global U(N), z → U z, the frame point
-  and z' transform as z; the features, |z̄_k·z_l|² of neighbour pairs and Re, Im of the Bargmann
-  invariants (z̄_k·z_l)(z̄_l·z_m)(z̄_m·z_k) of triples, are invariant. log q is invariant under local
-  phases and global U(N).
-* what it does not do: a layer moves z only along the geodesic through n (the distance to the frame
-  point, not the direction about it); maps of the relative phase of a and z_⊥ and of the direction
-  of z_⊥ (an analogue of the azimuth map, which would need a second frame point) are not implemented.
+* a projective linear map z ↦ A z / |A z| with A = exp(cM), c real from the conditioner (pushing
+  the uniform distribution forward gives the angular central Gaussian with covariance A², a close
+  relative of the complex Bingham conditional exp(βN z̄ M z) of the target). On S^{2N−1} ⊂ R^{2N}
+  its log-det is log |det_R A| − 2N log |A z| = 2c tr M − 2N log |A z|; the inverse is exp(−cM).
+* a polar map about the frame point n = M^m z_1 / |M^m z_1| (m = POWER_STEPS power iterations
+  towards the top eigenvector of M; |M^m z_1| ≥ (z̄_1 M z_1)^m ≥ 1, so the frame is never
+  degenerate; a phase of a neighbour changes n by at most a phase). With z = a n + z_⊥, a = n̄·z,
+  t = |a|² ∈ [0, 1] (the cos² of the Fubini–Study distance to n) is moved by the monotone spline of
+  2t − 1 on [−1, 1] and z' = a √(t'/t) n + z_⊥ √(w'/w), w = 1 − t = |z_⊥|²: the phase of a and the
+  direction of z_⊥ stay. The uniform measure of S^{2N−1} is ∝ w^{N−2} dt d(arg a) dΩ in these
+  coordinates (dΩ that of the directions of z_⊥, S^{2N−3}), so the log-det is
+  log |dt'/dt| + (N − 2) log(w'/w). For N = 2 (CP(1) = O(3)) this is the O(3) layer's cos θ map.
+* the conditioner's features, |z̄_k·z_l|² of neighbour pairs and Re, Im of the Bargmann invariants
+  (z̄_k·z_l)(z̄_l·z_m)(z̄_m·z_k) of triples, are invariant under local phases and global U(N); so the
+  layer is equivariant under both, and log q invariant.
+* what it does not do: maps of the relative phase of a and z_⊥ and of the direction of z_⊥ (an
+  analogue of the O(3) azimuth map, which would need a second frame point) are not implemented.
 
-Round-off: the polar spline acts on cos θ (resp. 2t − 1), which resolves a site's distance to the
+Round-off: the polar splines act on cos θ (resp. 2t − 1), which resolves a site's distance to the
 pole n only down to √eps (in float32 about 2e-4 rad); closer sites are mapped onto the pole (the
 log-det stays finite).
 """
@@ -83,6 +87,7 @@ from suite.fields import ProjectiveSpace, SphereSpace
 from suite.lattice import checkerboard, shift
 
 FRAME_TOL = 1e-3  # below this length a neighbour sum or a perpendicular part gives no direction
+POWER_STEPS = 4  # power iterations towards the top eigenvector of the CP(N−1) neighbours' projector sum
 
 
 def neighbours(x: torch.Tensor, lattice) -> torch.Tensor:
@@ -209,22 +214,34 @@ def cpn_features(nb: torch.Tensor) -> torch.Tensor:
 
 
 def cpn_frame(nb: torch.Tensor) -> torch.Tensor:
-    """The frame point n = M z_1 / |M z_1| of neighbour fields (..., K, N) (module docstring): (..., N)."""
-    v = (nb * _overlaps(nb)[..., :, :1]).sum(-2)  # Σ_k z_k (z̄_k·z_1)
+    """The frame point n = M^m z_1 / |M^m z_1|, m = POWER_STEPS, of neighbour fields (..., K, N) (module
+    docstring): (..., N)."""
+    v = nb[..., 0, :]
+    for _ in range(POWER_STEPS):
+        v = (nb * _inner(nb.conj(), v.unsqueeze(-2)).unsqueeze(-1)).sum(-2)  # M v = Σ_k z_k (z̄_k·v)
     return v / torch.linalg.vector_norm(v, dim=-1, keepdim=True)
 
 
 class ProjectiveMap:
-    """The CP(N−1) site map (module docstring): the distance of z to the frame point moved by a spline.
-    Parameters (..., n_params) of the polar spline, ``n_bins`` bins."""
+    """The CP(N−1) site map (module docstring): the projective linear map z ↦ e^{cM} z / |e^{cM} z|, then
+    the distance of z to the frame point moved by a spline. Parameters (..., n_params) = (c, polar
+    spline with ``n_bins`` bins)."""
 
     def __init__(self, n: int, n_bins: int = 8):
         self.n, self.polar = int(n), IntervalSpline(n_bins)
-        self.n_params = self.polar.n_params
+        self.n_params = 1 + self.polar.n_params
 
-    def __call__(self, z, nb, p, inverse=False):
-        """z (..., N) and neighbours nb (..., K, N) -> (z', ladj (...))."""
-        n = cpn_frame(nb)
+    def _projective(self, z, nb, c, inverse):
+        """z ↦ A z / |A z| with A = exp(±cM): log-det 2 log det A − 2N log |A z| = ±2c tr M − 2N log |A z|."""
+        m = nb.transpose(-1, -2) @ nb.conj()  # M = Σ_k z_k z̄_k
+        c = -c if inverse else c
+        moved = (torch.linalg.matrix_exp(c[..., None, None] * m) @ z.unsqueeze(-1)).squeeze(-1)
+        size = torch.linalg.vector_norm(moved, dim=-1)
+        trace = torch.diagonal(m, dim1=-2, dim2=-1).sum(-1).real
+        return moved / size.unsqueeze(-1), 2 * c * trace - 2 * self.n * torch.log(size)
+
+    def _polar(self, z, n, p, inverse):
+        """The spline of 2|n̄·z|² − 1 (module docstring)."""
         a = _inner(n.conj(), z).unsqueeze(-1)
         along = a * n
         across = z - along
@@ -240,6 +257,18 @@ class ProjectiveMap:
         ratio = torch.where(both, torch.log(torch.where(both, w_new, 1.0)) - torch.log(torch.where(both, w, 1.0)),
                             ladj)
         return z_new, ladj + (self.n - 2) * ratio
+
+    def __call__(self, z, nb, p, inverse=False):
+        """z (..., N) and neighbours nb (..., K, N) -> (z', ladj (...))."""
+        c, polar_params = p.split((1, self.polar.n_params), dim=-1)
+        c, n = c.squeeze(-1), cpn_frame(nb)
+        if inverse:
+            z, ladj = self._polar(z, n, polar_params, True)
+            z, term = self._projective(z, nb, c, True)
+        else:
+            z, ladj = self._projective(z, nb, c, False)
+            z, term = self._polar(z, n, polar_params, False)
+        return z, ladj + term
 
 
 # ---------------------------------------------------------------------------------------------
