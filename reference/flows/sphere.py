@@ -18,8 +18,9 @@ that a ConvNet (circular padding; `reference.flows.couplings.ConvNet`) computes 
 features of the frozen neighbourhoods, placed on the active sites (zero on the frozen ones). The
 Jacobian is block triangular: ladj = Σ_active log-det of the site maps.
 
-O(3) layer, `SphereMap` (the recursive sphere flows of Rezende et al., "Normalizing flows on tori
-and spheres", PMLR 119 (2020) 8083, arXiv:2002.02428, in a frame set by the frozen neighbours):
+O(3) layer, `SphereMap` (after the S² flows of Rezende et al., "Normalizing flows on tori and
+spheres", PMLR 119 (2020) 8083, arXiv:2002.02428: splines of cos θ and of the azimuth, here in a frame
+set by the frozen neighbours and with the two maps conditioned only on those, not on each other):
 
 * frame: n = Σ_k s_k / |Σ_k s_k| over the neighbours s_1 … s_2d (in the order x+0̂, x+1̂, …, x−0̂,
   x−1̂, …), or n = s_1 where |Σ_k s_k| < FRAME_TOL (neighbours that cancel); the reference
