@@ -216,6 +216,25 @@ def test_cpn_site_map_commutes_with_phases_and_its_spline_keeps_the_frame_point(
     assert ladj.abs().min() > 0.05
 
 
+@pytest.mark.parametrize("real, complex_", [(torch.float32, torch.complex64), (torch.float64, torch.complex128)])
+def test_gradients_stay_finite_at_the_poles(real, complex_):
+    """A site exactly on its pole (s = ±n, z = n) gets finite parameter gradients (√ at 0 would give NaN)."""
+    g = torch.Generator().manual_seed(14)
+    site_map, cpn_map = SphereMap(4), ProjectiveMap(3, n_bins=4)
+    nb = sphere_samples((3, 4, 3), 15, real)
+    nbz = torch.randn(3, 4, 3, generator=g, dtype=complex_)
+    nbz = nbz / torch.linalg.vector_norm(nbz, dim=-1, keepdim=True)
+    q = torch.randn(3, cpn_map.n_params, generator=g, dtype=real)
+    q[:, 0] = 0  # e^{cM} = 1 keeps z on the frame point
+    n = o3_frame(nb)[0]
+    cases = [(site_map, s, nb, torch.randn(3, site_map.n_params, generator=g, dtype=real)) for s in (n, -n)]
+    for site, point, neighbourhood, params in [*cases, (cpn_map, cpn_frame(nbz), nbz, q)]:
+        params = params.clone().requires_grad_()
+        out, ladj = site(point, neighbourhood, params)
+        (torch.view_as_real(out).sum() if out.is_complex() else out.sum()).add(ladj.sum()).backward()
+        assert torch.isfinite(params.grad).all() and params.grad.abs().max() > 0
+
+
 def test_registered_build_and_errors():
     from suite.models import build_model
 

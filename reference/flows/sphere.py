@@ -102,6 +102,13 @@ def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(-1)
 
 
+def _sqrt(v: torch.Tensor) -> torch.Tensor:
+    """√max(v, 0) with a zero gradient where v ≤ 0 (not √'s infinite one at 0, which a float32 site
+    landing exactly on a pole would turn into NaN parameters)."""
+    positive = v > 0
+    return torch.where(positive, torch.where(positive, v, 1.0).sqrt(), 0.0)
+
+
 class IntervalSpline:
     """A monotone rational-quadratic spline of [−1, 1] onto itself with free end slopes; parameters
     (..., 3K+1) = (width logits K, height logits K, interior derivative logits K−1, end derivative
@@ -189,7 +196,7 @@ class SphereMap:
         kept = perp / torch.where(size > 0, size, 1.0)
         turned = torch.cos(phi_new).unsqueeze(-1) * e + torch.sin(phi_new).unsqueeze(-1) * e2
         direction = torch.where(turn.unsqueeze(-1), turned, kept)
-        sin_new = ((1 - cos_new) * (1 + cos_new)).clamp(min=0).sqrt()
+        sin_new = _sqrt((1 - cos_new) * (1 + cos_new))
         s_new = cos_new.unsqueeze(-1) * n + sin_new.unsqueeze(-1) * direction
         return s_new, ladj + torch.where(turn, ladj_phi, torch.zeros_like(ladj_phi))
 
@@ -250,8 +257,8 @@ class ProjectiveMap:
         w = torch.linalg.vector_norm(across, dim=-1) ** 2
         x_new, ladj = self.polar(t - w, p, inverse)  # t − w = 2t − 1
         t_new, w_new = (1 + x_new) / 2, (1 - x_new) / 2
-        grow_along = (t_new / torch.where(t > 0, t, 1.0)).sqrt()
-        grow_across = (w_new / torch.where(w > 0, w, 1.0)).sqrt()
+        grow_along = _sqrt(t_new / torch.where(t > 0, t, 1.0))
+        grow_across = _sqrt(w_new / torch.where(w > 0, w, 1.0))
         z_new = along * grow_along.unsqueeze(-1) + across * grow_across.unsqueeze(-1)
         # (N − 2) log(w'/w); where w or w' vanishes (the pole, or round-off) its limit, the polar log-slope
         both = (w > 0) & (w_new > 0)
