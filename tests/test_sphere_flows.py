@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from reference.flows import build
-from reference.flows.sphere import FRAME_TOL, ProjectiveMap, SphereMap, cpn_frame, o3_frame
+from reference.flows.sphere import FRAME_TOL, IntervalSpline, ProjectiveMap, SphereMap, cpn_frame, o3_frame
+from reference.flows.u1 import CircularSpline
 from suite.cli import main
+from suite.fields import wrap_angle
 from suite.harness.rows import read_rows
 from suite.stats import effective_sample_size
 from suite.theories.cpn import CPNModel, random_unitary
@@ -74,6 +76,27 @@ def field_log_det(flow, z):
 def sphere_samples(shape, seed, dtype=torch.float64):
     g = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
     return g / g.norm(dim=-1, keepdim=True)
+
+
+def test_interval_spline_has_free_end_slopes_and_the_circular_spline_a_mirror():
+    polar, circle = IntervalSpline(5), CircularSpline(5)
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(4, 1, polar.n_params, generator=g, dtype=torch.float64).expand(-1, 201, -1)
+    x = torch.linspace(-1, 1, 201, dtype=torch.float64).expand(4, -1)
+    y, ladj = polar(x, p)
+    assert (y[:, 0] == -1).all() and (y[:, -1] == 1).all() and (y.diff(dim=1) > 0).all()
+    assert (ladj[:, 0] - ladj[:, -1]).abs().min() > 1e-3  # d_0 ≠ d_K: the ends are set separately
+    h = 1e-6
+    inner = x[:, 1:-1]
+    slope = (polar(inner + h, p[:, 1:-1])[0] - polar(inner - h, p[:, 1:-1])[0]) / (2 * h)
+    assert torch.allclose(slope, ladj[:, 1:-1].exp(), rtol=1e-4)
+    back, ladj_back = polar(y, p, inverse=True)
+    assert (back - x).abs().max() < 1e-12 and (ladj + ladj_back).abs().max() < 1e-12
+    q = torch.randn(4, 1, circle.n_params, generator=g, dtype=torch.float64).expand(-1, 201, -1)
+    phi = math.pi * torch.linspace(-0.99, 0.99, 201, dtype=torch.float64).expand(4, -1)
+    (mirrored, ladj_m), (plain, ladj_p) = circle(phi, circle.reflect(q)), circle(-phi, q)
+    assert wrap_angle(mirrored + plain).abs().max() < 1e-12 and (ladj_m - ladj_p).abs().max() < 1e-12
+    assert wrap_angle(circle(phi, q)[0] + plain).abs().max() > 0.1  # f itself is not odd: R matters
 
 
 @pytest.mark.parametrize("kind, n", [("on", 3), ("cpn", 3), ("cpn", 2)])
