@@ -34,7 +34,9 @@ set by the frozen neighbours and with the two maps conditioned only on those, no
 * degenerate frames: where no neighbour has a perpendicular part above FRAME_TOL (every neighbour
   parallel or antiparallel to n) there is no reference direction, and the azimuth is left alone
   (the perpendicular part of s keeps its direction; only cos θ moves). The conditional target
-  exp(β s·Σ_k s_k) is symmetric about n there anyway.
+  exp(β s·Σ_k s_k) is symmetric about n there anyway. The frame jumps where a length crosses
+  FRAME_TOL, a set of frozen configurations of measure zero; every site map stays a bijection with
+  its exact log-det on both sides.
 * equivariance under global O(3), s → R s: the frame turns with the spins, except e' = n × e →
   det R · R e', so φ → det R · φ. The conditioner's features are the dot products s_k·s_l
   (scalars) and the triple products s_k·(s_l × s_m) (pseudo-scalars: odd when det R = −1) of the
