@@ -15,9 +15,11 @@ from reference.flows import FIELDS, REGISTRY, build, defaults, hparams, is_refer
 from reference.flows.priors import FieldPrior
 from reference.flows.schema import Bool, Choice, Int, Ints, Real, schema_of
 from suite.errors import UsageError
-from suite.fields import SUN, EuclideanSpace, TorusSpace
+from suite.fields import SUN, EuclideanSpace, SphereSpace, TorusSpace
 from suite.models import build_model, check_model_spec
 from suite.theories import build_theory
+from suite.theories.cpn import CPNModel
+from suite.theories.on import ONModel
 from suite.theories.phi4 import Phi4
 from suite.theories.sun import SUNGauge
 from suite.theories.u1 import U1
@@ -25,9 +27,11 @@ from suite.theories.u1 import U1
 # small hyperparameters for every registered model (a new model must add its own here)
 SMALL = {"affine": {"n_layers": 2}, "spline": {"n_layers": 2}, "hybrid": {"n_affine": 2, "n_spline": 2},
          "u1-equivariant": {"n_layers": 2}, "cnf": {"n_steps": 2}, "cnf-equivariant": {"n_steps": 2},
-         "u1-cnf": {"n_steps": 2}, "sun-equivariant": {"n_layers": 2}, "schwinger-pf-flow": {"n_layers": 2}}
+         "u1-cnf": {"n_steps": 2}, "sun-equivariant": {"n_layers": 2}, "schwinger-pf-flow": {"n_layers": 2},
+         "sphere-equivariant": {"n_layers": 2}, "cpn-equivariant": {"n_layers": 2}}
 THEORIES = {"scalar": lambda: Phi4.from_albergo((4, 4), m2=-4.0, lam=8.0), "u1": lambda: U1((4, 4), beta=1.0),
-            "sun": lambda: SUNGauge((4, 4), 2, beta=2.0),
+            "sun": lambda: SUNGauge((4, 4), 2, beta=2.0), "on": lambda: ONModel((4, 4), beta=1.0),
+            "cpn": lambda: CPNModel((4, 4), beta=1.0, n=3),
             "schwinger": lambda: build_theory("schwinger", (4, 4), "pseudofermion", {"beta": 1.0, "kappa": 0.25})}
 MODELS = list(REGISTRY)
 
@@ -106,6 +110,8 @@ BAD = [("affine", {"z2": "false"}, "z2", "true or false"),
        ("u1-cnf", {"n_harmonics": 0}, "n_harmonics", "integer >= 1"),
        ("sun-equivariant", {"n_harmonics": 17}, "n_harmonics", "integer >= 1 and <= 16"),
        ("sun-equivariant", {"loops": "rectangle"}, "loops", "one of plaquette, plaquette+rectangle"),
+       ("sphere-equivariant", {"n_bins": 0}, "n_bins", "integer >= 1 and <= 999"),
+       ("cpn-equivariant", {"kernel_size": 4}, "kernel_size", "odd integer >= 1"),
        ("affine", {"n_layer": 4}, "n_layer", "valid: n_layers, hidden, kernel_size, z2, mask")]
 
 
@@ -188,6 +194,9 @@ def old_prior(field, n, generator):
     shape = (n, *field.shape)
     if isinstance(field, SUN):  # Haar SU(N), new with the SU(N) flows: the field space's own draw
         return field.prior_sample(n, generator=generator, dtype=torch.float32), torch.zeros(n)
+    if isinstance(field, SphereSpace):  # uniform on the spheres, new with the sphere flows: the field space's own draw
+        z = field.prior_sample(n, generator=generator, dtype=torch.float32)
+        return z, field.prior_log_prob(z)
     if isinstance(field, TorusSpace):  # the former HaarPrior
         z = math.pi - 2 * math.pi * torch.rand(shape, generator=generator, dtype=torch.float32)
         return z, z.new_full((n,), -math.prod(field.shape) * math.log(2 * math.pi))

@@ -1,10 +1,11 @@
-"""The reference models: normalizing flows for scalar fields (B, *lattice), U(1) links (B, 2, L0, L1)
-and SU(N) links (B, 2, L0, L1, N, N), and a joint model of U(1) links and pseudofermions.
+"""The reference models: normalizing flows for scalar fields (B, *lattice), U(1) links (B, 2, L0, L1),
+SU(N) links (B, 2, L0, L1, N, N), O(3) spins (B, *lattice, 3) and CP(N−1) fields (B, *lattice, N), and
+a joint model of U(1) links and pseudofermions.
 
 ``REGISTRY`` is the one list of reference models: name -> `ModelEntry` (its factory
 ``factory(theory, **hparams) -> Flow``, the typed `Schema` of its hyperparameters with the
-factory's defaults, the field it applies to, ``"scalar"``, ``"u1"``, ``"sun"`` or ``"schwinger"``, and a
-one-line description).
+factory's defaults, the field it applies to, ``"scalar"``, ``"u1"``, ``"sun"``, ``"on"``, ``"cpn"`` or
+``"schwinger"``, and a one-line description).
 ``build("affine", theory, n_layers=8)`` checks the hyperparameters against the schema, then calls
 the factory; ``validate_hparams(name, hparams)`` checks them without a theory (when a study is
 loaded). A bad name or hyperparameter (unknown, wrong type, out of bounds) is a one-line
@@ -33,6 +34,10 @@ model                     field     hyperparameters (default) and bounds
                                     kernel_size (3), loops ("plaquette", "plaquette+rectangle")
 ``schwinger-pf-flow``     schwinger the hyperparameters of u1-equivariant, pf_order (2) ≥ 1, pf_hidden
                                     ((8,)) each ≥ 1: q(U) q(φ | U), φ = M[U] χ (`pseudofermions`)
+``sphere-equivariant``    on        n_layers (8) ≥ 1, n_bins (8) in [1, 999], hidden ((16, 16)),
+                                    kernel_size (3); O(3) spins, even extents
+``cpn-equivariant``       cpn       n_layers (8) ≥ 1, n_bins (8) in [1, 999], hidden ((16, 16)),
+                                    kernel_size (3); even extents
 ========================  ========  ==========================================================
 
 Every flow is float32 when built (``.double()`` / ``.to(device)`` move it) and draws its prior from
@@ -50,6 +55,7 @@ from reference.flows.models import Flow, build_affine, build_hybrid, build_splin
 from reference.flows.ode import METHODS
 from reference.flows.pseudofermions import build_schwinger_pf_flow
 from reference.flows.schema import Bool, Choice, Int, Ints, Real, Schema, schema_of
+from reference.flows.sphere import build_cpn_equivariant, build_sphere_equivariant
 from reference.flows.sun import build_sun_equivariant
 from reference.flows.u1 import LOOPS, TRANSFORMS, build_u1_equivariant
 from reference.flows.u1_continuous import build_u1_cnf
@@ -59,7 +65,9 @@ FIELDS = {"scalar": "real scalar fields (B, *lattice), prior N(0, 1)",
           "u1": "U(1) link angles (B, 2, L0, L1) in (−π, π], Haar prior",
           "sun": "SU(N) links (B, 2, L0, L1, N, N), complex, Haar prior",
           "schwinger": "U(1) link angles (B, 2, L0, L1) of a theory with Wilson fermions (kappa), Haar prior, "
-                       "and pseudofermions (B, L0, L1, 2) drawn given the links"}
+                       "and pseudofermions (B, L0, L1, 2) drawn given the links",
+          "on": "O(3) spins (B, *lattice, 3), unit vectors, uniform prior on S²",
+          "cpn": "CP(N−1) fields (B, *lattice, N), complex unit vectors modulo a phase, uniform prior"}
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,12 @@ REGISTRY: dict[str, ModelEntry] = {e.name: e for e in [
               n_layers=Int(min=1), transform=Choice(choices=TRANSFORMS), n_mixture=Int(min=1),
               n_bins=Int(min=1, max=999), **_CONV, loops=Choice(choices=LOOPS), pf_order=Int(min=1),
               pf_hidden=Ints(min=1)),
+    _register("sphere-equivariant", build_sphere_equivariant, "on",
+              "O(3)-equivariant checkerboard couplings, polar and azimuth splines in the neighbours' frame",
+              n_layers=Int(min=1), n_bins=Int(min=1, max=999), **_CONV),
+    _register("cpn-equivariant", build_cpn_equivariant, "cpn",
+              "U(N)- and phase-equivariant checkerboard couplings, a spline of the distance to a frame point",
+              n_layers=Int(min=1), n_bins=Int(min=1, max=999), **_CONV),
 ]}
 
 
@@ -157,5 +171,6 @@ def build(name: str, theory, **hparams) -> Flow:
 
 
 __all__ = ["FIELDS", "Flow", "ModelEntry", "REGISTRY", "build", "build_affine", "build_cnf", "build_cnf_equivariant",
-           "build_hybrid", "build_schwinger_pf_flow", "build_spline", "build_sun_equivariant", "build_u1_cnf",
-           "build_u1_equivariant", "defaults", "hparams", "is_reference_model", "validate_hparams"]
+           "build_cpn_equivariant", "build_hybrid", "build_schwinger_pf_flow", "build_sphere_equivariant",
+           "build_spline", "build_sun_equivariant", "build_u1_cnf", "build_u1_equivariant", "defaults", "hparams",
+           "is_reference_model", "validate_hparams"]

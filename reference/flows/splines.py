@@ -51,9 +51,11 @@ def rational_quadratic_spline(x, widths, heights, derivatives, *, bound: float, 
                               boundary_derivatives: torch.Tensor | None = None):
     """The spline (or its inverse) applied elementwise to x (...), logits of shape (..., K) and (..., K−1).
 
-    ``boundary_derivatives`` (logits of shape (...), parameterised like the interior ones: zero
-    logits give 1) sets a common derivative d_0 = d_K at both ends, as circular splines need
-    (Rezende et al. 2020, arXiv:2002.02428); the default None keeps d_0 = d_K = 1.
+    ``boundary_derivatives`` (logits parameterised like the interior ones: zero logits give 1) of
+    shape (...) sets a common derivative d_0 = d_K at both ends, as circular splines need (Rezende
+    et al. 2020, arXiv:2002.02428); of shape (..., 2) it sets (d_0, d_K), for maps of an interval
+    whose end slopes are free (the polar maps of `reference.flows.sphere`). The default None keeps
+    d_0 = d_K = 1, the identity tails' slope.
 
     Returns ``(out, ladj)``, both of x's shape; ladj is log|d out / d in| of the direction applied.
     """
@@ -64,8 +66,10 @@ def rational_quadratic_spline(x, widths, heights, derivatives, *, bound: float, 
     if boundary_derivatives is None:
         d = F.pad(d, (1, 1), value=1.0)
     else:
-        edge = (min_derivative + F.softplus(boundary_derivatives + unit)).unsqueeze(-1)
-        d = torch.cat([edge, d, edge], dim=-1)
+        edge = min_derivative + F.softplus(boundary_derivatives + unit)
+        if edge.dim() < widths.dim():
+            edge = edge.unsqueeze(-1).expand(*edge.shape, 2)
+        d = torch.cat([edge[..., :1], d, edge[..., 1:]], dim=-1)
 
     inside = (x >= -bound) & (x <= bound)
     v = x.clamp(-bound, bound)

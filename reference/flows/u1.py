@@ -127,6 +127,14 @@ class CircularSpline:
                                             boundary_derivatives=edge.squeeze(-1))
         return (y if inverse else wrap_angle(y + t)), ladj
 
+    def reflect(self, p):
+        """The parameters of the mirrored map x ↦ −f(−x): bins, heights and interior derivatives
+        reversed, the end derivative kept, the rotation negated (the point reflection of a
+        rational-quadratic spline is the spline with mirrored knots; `reference.flows.couplings`)."""
+        k = self.n_bins
+        w, h, d, edge, t = p.split((k, k, k - 1, 1, 1), dim=-1)
+        return torch.cat([w.flip(-1), h.flip(-1), d.flip(-1), edge, -t], dim=-1)
+
 
 def rectangle_angles(plaq: torch.Tensor) -> torch.Tensor:
     """The 2×1 loop angles R_a(x) = θ_P(x) + θ_P(x+â), a = 0, 1: (B, L0, L1) -> (B, 2, L0, L1)."""
