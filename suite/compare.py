@@ -75,7 +75,7 @@ def _run_record(row, observable: str, target: float) -> dict:
     record = {"ess": ess, "ess_error": ess_error, "cost": cost, "cost_error": cost_error,
               "train_steps": training.get("steps", 0), "train_seconds": training.get("seconds", 0.0),
               "train_evaluations": math.nan if train_evaluations is None else train_evaluations}
-    record.update(_protocol_record(row, ess, ess_error))
+    record.update(protocol_record(row, ess, ess_error))
     crossing = run_time_to_target(row, target)
     if crossing is not None:
         record.update({"reached_to_target": crossing["reached"],
@@ -83,7 +83,7 @@ def _run_record(row, observable: str, target: float) -> dict:
     return record
 
 
-def _protocol_record(row, ess: float, ess_error: float) -> dict:
+def protocol_record(row, ess: float, ess_error: float) -> dict:
     """The protocol metrics of one row (module docstring), NaN where the row has none."""
     metrics, nan = row.metrics, (math.nan, math.nan)
     log_z, exact = metrics.get("log_z"), row.reference.get("log_z")

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from suite import stats  # noqa: E402
 
@@ -152,4 +153,31 @@ def ess_curves(curves: dict[str, dict], title: str, path: Path) -> Path:
         ax.fill_between(curve["n"], curve["low"], curve["high"], color=line.get_color(), alpha=0.25)
     ax.set(xlabel="number of samples n", ylabel="ESS per sample", xscale="log", yscale="log")
     ax.legend(fontsize=7)
+    return _save(fig, title, path)
+
+
+def transport_bars(groups: dict[str, list[tuple[str, str, float, float]]], title: str, path: Path) -> Path:
+    """Bars of a rate per run with error bars, grouped by entry, log scale, coloured by the run's arm
+    (`suite.samplers.base.TRANSPORT_ARMS`); ``groups`` maps an entry to its (label, arm, value, error)."""
+    from suite.samplers.base import TRANSPORT_ARMS
+
+    colours = {arm: f"C{i}" for i, arm in enumerate(TRANSPORT_ARMS)}
+    bars = sum(len(runs) for runs in groups.values())
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.45 * bars + 1.5 * len(groups)), 4.2))
+    ticks, labels, x = [], [], 0.0
+    for entry, runs in groups.items():
+        start = x
+        for label, arm, value, error in runs:
+            low = min(error, 0.9 * value)  # on a log scale the bar's lower error stops above zero
+            ax.bar(x, value, yerr=[[low], [error]], color=colours[arm], capsize=3, width=0.8)
+            ticks.append(x)
+            labels.append(label)
+            x += 1
+        ax.text((start + x - 1) / 2, 1.01, entry, ha="center", va="bottom", fontsize=8,
+                transform=ax.get_xaxis_transform())
+        x += 1  # a gap between entries
+    ax.set_xticks(ticks, labels, rotation=45, ha="right", fontsize=8)
+    ax.set(ylabel="effective samples per second", yscale="log")
+    ax.legend(handles=[Patch(color=colours[arm], label=text) for arm, text in TRANSPORT_ARMS.items()],
+              fontsize=7, loc="best")
     return _save(fig, title, path)

@@ -36,6 +36,7 @@ class AIS(Sampler):
     default_dtype = "float64"
     markov = False
     runs_table = "AIS runs"
+    transport_arm = "prior"
     description = "annealed importance sampling from the prior with HMC transitions"
 
     def run(self, spec: AISSpec, theory, context: RunContext):

@@ -15,6 +15,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 
+# The arms of the transport-versus-quality comparison (`Sampler.transport_arm`), in their order there.
+TRANSPORT_ARMS = {"flow": "(a) a trained flow alone",
+                  "corrected": "(b) a learned transport corrected by Monte Carlo steps",
+                  "prior": "(c) Monte Carlo from the prior"}
+
+
 @dataclass(frozen=True)
 class RunContext:
     """What the harness hands a sampler for one task.
@@ -47,6 +53,8 @@ class Sampler:
     * ``baseline``: runs of this sampler are the baseline of ``compare``'s "vs HMC" column.
     * ``trained``: it trains a model (its reference runs set ``compare``'s "vs best reference flow").
     * ``runs_table``: the report section its runs are listed in.
+    * ``transport_arm``: its arm in the transport-versus-quality comparison of importance samplers
+      (`suite.report.transport`), a key of `TRANSPORT_ARMS`; None: it is not compared there.
     * ``split_over_ranks``: the spec's counts it divides among the ranks of a torchrun launch
       (``--distributed``, `suite.distributed`), which the world size must divide; None: it does not
       run distributed.
@@ -59,6 +67,7 @@ class Sampler:
     baseline: ClassVar[bool] = False
     trained: ClassVar[bool] = False
     runs_table: ClassVar[str] = "Other runs"
+    transport_arm: ClassVar[str | None] = None
     description: ClassVar[str] = ""
     split_over_ranks: ClassVar[tuple[str, ...] | None] = None
 

@@ -167,6 +167,7 @@ class Flow(Sampler):
     markov = False
     runs_table = "Flow runs"
     trained = True
+    transport_arm = "flow"
     description = "a trained model's independent samples, reweighted"
     split_over_ranks = ("batch_size", "n_samples")
 
@@ -427,6 +428,7 @@ class FlowMH(Flow):
 
     name = "flow-mh"
     markov = True
+    transport_arm = None  # a Markov chain: its ESS is not the reweighting ESS the comparison is in
     description = "an independence Metropolis chain with a trained model as proposal"
 
     def _chain_of(self, drawn, context: RunContext):

@@ -49,6 +49,7 @@ class FlowAIS(Flow):
     name = "flow-ais"
     spec = FlowAISSpec
     runs_table = "Flow + AIS runs"
+    transport_arm = "corrected"
     description = "a trained flow corrected by annealed importance sampling in its latent space"
     split_over_ranks = ()
 

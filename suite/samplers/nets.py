@@ -85,6 +85,7 @@ class NETS(Sampler):
     default_dtype = "float64"
     markov = False
     runs_table = "NETS runs"
+    transport_arm = "corrected"
     description = "annealed Langevin dynamics from the prior with a learned transport drift, exactly weighted"
 
     def check_task(self, spec: NETSSpec, entry) -> None:

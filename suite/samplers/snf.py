@@ -55,6 +55,7 @@ class SNF(Sampler):
     markov = False
     trained = True
     runs_table = "SNF runs"
+    transport_arm = "corrected"
     description = "a stochastic normalizing flow: AIS with trained flow layers before each HMC step"
 
     def run(self, spec: SNFSpec, theory, context: RunContext):
