@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from suite.compare import protocol_record
 from suite.report.figures import markdown_image, transport_bars
 from suite.report.tables import format_value, to_markdown
 from suite.samplers.base import TRANSPORT_ARMS
@@ -30,6 +29,8 @@ FIGURE = "transport-vs-quality"
 
 def transport_record(row) -> dict:
     """The numbers of one importance-sampling run (module docstring); NaN where it has none."""
+    from suite.compare import protocol_record  # suite.compare imports suite.report
+
     ess = row.metrics["ess"]
     n_samples, train = ess["n_samples"], (row.training or {}).get("seconds") or 0.0
     total = train + row.timings["sampling"]
