@@ -140,12 +140,14 @@ def pretrain_key(spec: dict, *, theory: str, convention: str, params: dict, seed
 
 
 def budget_label(spec: dict) -> str:
-    """A flow spec's training budget in words, e.g. ``1000 steps × batch 64`` or, pretrained,
-    ``6000 steps at L = 8, used as is, batch 128``."""
+    """A flow spec's training budget in words, e.g. ``1000 steps × batch 64``, ``50 s × batch 64`` (a
+    seconds budget only) or, pretrained, ``6000 steps at L = 8, used as is, batch 128``."""
     steps, batch, pretrain = spec.get("budget_steps"), spec.get("batch_size"), spec.get("pretrain")
     if pretrain:
         then = f" + {steps} steps" if steps else ", used as is"
         return f"{pretrain['budget_steps']} steps at L = {pretrain['L']}{then}, batch {batch}"
+    if not steps and spec.get("budget_seconds"):
+        return f"{spec['budget_seconds']:g} s × batch {batch}"
     return f"{steps or 'no'} steps × batch {batch}"
 
 
