@@ -13,7 +13,7 @@ from suite.samplers import samplers
 
 def weighted_row(sampler, *, entry="phi4/free/L8", ess=0.2, n_samples=1000, train=None, sampling=10.0,
                  log_z=(17.9, 0.05), exact=17.847, forward=None, evaluations=1, seed=0):
-    metrics = {"ess": {"value": ess, "error": 0.1 * ess, "n_samples": n_samples},
+    metrics = {"ess": {"value": ess, "error": 0.1 * ess, "n_samples": n_samples, "pareto_k": 0.25},
                "log_z": {"value": log_z[0], "error": log_z[1]}}
     if forward is not None:
         metrics["forward_ess"] = {"value": forward, "error": 0.01}
@@ -48,7 +48,7 @@ def test_ess_per_second_of_total_cost_and_the_ordering():
     assert by.loc["ais", "log_z_error"] == pytest.approx(0.047) and by.loc["ais", "log_z_error_error"] == 0.02
     assert by.loc["flow", "forward_ess"] == 0.3 and math.isnan(by.loc["ais", "forward_ess"])
     assert list(by.arm) == ["prior", "corrected", "flow"]
-    assert by.loc["ais", "evaluations_per_sample"] == 694
+    assert by.loc["ais", "evaluations_per_sample"] == 694 and by.loc["ais", "pareto_k"] == 0.25
 
 
 def test_section_has_one_table_per_compared_entry_and_one_figure(tmp_path):

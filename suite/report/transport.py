@@ -6,7 +6,8 @@ for its total cost.
 
 Per run: total seconds = training + sampling (wall seconds: ``training.seconds``, pretraining
 included, and ``timings.sampling``; the target ensemble of the forward ESS is a measurement, not
-counted), ESS per sample (Σw)²/(N Σw²), ESS per second of total cost N·ESS/(train + sampling s)
+counted), ESS per sample (Σw)²/(N Σw²) with the Pareto k̂ of the weights (> 0.7: the ESS is not to
+be trusted), ESS per second of total cost N·ESS/(train + sampling s)
 (error from the ESS's bootstrap error, the cost taken as exact), |log Z − exact| with the error of
 the estimate (`suite.compare.protocol_record`), the forward ESS where the run measured it, and the
 evaluations per sample (``sampler_info.evaluations_per_sample``). One table per entry, best first,
@@ -39,7 +40,7 @@ def transport_record(row) -> dict:
     return {"entry": row.entry, "arm": row.plugin.transport_arm, "sampler": row.plugin.label(row.sampler),
             "name": row.plugin.name, "seed": row.seed, "train_seconds": train,
             "sampling_seconds": row.timings["sampling"], "total_seconds": total, "n_samples": n_samples,
-            "ess": ess["value"], "ess_error": ess["error"],
+            "ess": ess["value"], "ess_error": ess["error"], "pareto_k": ess.get("pareto_k", math.nan),
             "ess_per_second": n_samples * ess["value"] / total, "ess_per_second_error": n_samples * ess["error"] / total,
             **{name: protocol[name] for name in ("log_z_error", "log_z_error_error", "forward_ess",
                                                  "forward_ess_error")},
@@ -75,6 +76,7 @@ def _table(part: pd.DataFrame) -> pd.DataFrame:
         "total s": part.total_seconds.round(1),
         "N": part.n_samples,
         "ESS/sample": [_fmt(v, e) for v, e in zip(part.ess, part.ess_error)],
+        "Pareto k̂": part.pareto_k.round(2),
         "ESS/s (total cost)": [_fmt(v, e) for v, e in zip(part.ess_per_second, part.ess_per_second_error)],
         "|log Z − exact|": [_fmt(v, e) for v, e in zip(part.log_z_error, part.log_z_error_error)],
         "forward ESS": [_fmt(v, e) for v, e in zip(part.forward_ess, part.forward_ess_error)],
@@ -95,7 +97,7 @@ def transport_section(rows, out: Path) -> list[str]:
              "Importance samplers on the same entry at their total cost: "
              + "; ".join(TRANSPORT_ARMS.values()) + ". Total seconds = training + sampling (wall, "
              "pretraining included; the forward ESS's target ensemble is not counted); ESS/s = N·ESS/(total s), "
-             "its error from the ESS's bootstrap error; |log Z − exact| where the entry has an exact log Z; "
+             "its error from the ESS's bootstrap error (Pareto k̂ > 0.7: not to be trusted); |log Z − exact| where the entry has an exact log Z; "
              "forward ESS where the run measured it (flows with target_samples). Best first.", "",
              *markdown_image("ESS per second of total cost per arm and entry", figure)]
     for entry, part in frame.groupby("entry", sort=False):
