@@ -41,7 +41,8 @@ def transport_record(row) -> dict:
             "name": row.plugin.name, "seed": row.seed, "train_seconds": train,
             "sampling_seconds": row.timings["sampling"], "total_seconds": total, "n_samples": n_samples,
             "ess": ess["value"], "ess_error": ess["error"], "pareto_k": ess.get("pareto_k", math.nan),
-            "ess_per_second": n_samples * ess["value"] / total, "ess_per_second_error": n_samples * ess["error"] / total,
+            "ess_per_second": n_samples * ess["value"] / total,
+            "ess_per_second_error": n_samples * ess["error"] / total,
             **{name: protocol[name] for name in ("log_z_error", "log_z_error_error", "forward_ess",
                                                  "forward_ess_error")},
             "evaluations_per_sample": math.nan if evaluations is None else evaluations}
@@ -97,7 +98,8 @@ def transport_section(rows, out: Path) -> list[str]:
              "Importance samplers on the same entry at their total cost: "
              + "; ".join(TRANSPORT_ARMS.values()) + ". Total seconds = training + sampling (wall, "
              "pretraining included; the forward ESS's target ensemble is not counted); ESS/s = N·ESS/(total s), "
-             "its error from the ESS's bootstrap error (Pareto k̂ > 0.7: not to be trusted); |log Z − exact| where the entry has an exact log Z; "
+             "its error from the ESS's bootstrap error (Pareto k̂ > 0.7: not to be trusted); |log Z − exact| where "
+             "the entry has an exact log Z; "
              "forward ESS where the run measured it (flows with target_samples). Best first.", "",
              *markdown_image("ESS per second of total cost per arm and entry", figure)]
     for entry, part in frame.groupby("entry", sort=False):
