@@ -60,13 +60,11 @@ squared residual. Training changes b_θ only; the sampling weights stay exact wh
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from reference.ais import anneal, power_schedule, prior_force
+from reference.ais import anneal, power_schedule, prior_force, weighted_chain
 from suite.chain import Chain
 from suite.errors import UsageError
 from suite.fields import EuclideanSpace, TorusSpace
@@ -266,29 +264,21 @@ def run_nets(theory, drift, *, n_samples: int, n_steps: int, diffusivity: float,
                          f"{batch}, {n_steps}, {diffusivity}, {power}")
     check_theory(theory)
     generator = torch.Generator(device=device).manual_seed(seed)
-    observables, log_ws = [], []
-    start = time.perf_counter()
-    for first in tqdm(range(0, n_samples, batch), desc="nets", disable=None if progress is None else not progress,
-                      leave=False):
-        x, log_w = nets_batch(theory, drift, min(batch, n_samples - first), n_steps=n_steps,
-                              diffusivity=diffusivity, power=power, generator=generator, dtype=dtype, device=device)
-        log_ws.append(log_w)
-        observables.append(theory.observables(x))
-    log_w = torch.cat(log_ws)
-    if log_w.is_cuda:
-        torch.cuda.synchronize(log_w.device)
-    seconds = time.perf_counter() - start
-    if not torch.isfinite(log_w).all():
-        raise ValueError("NETS produced non-finite log-weights (a step too large for the force or the drift)")
-    names = observables[0].keys()
-    return Chain(
-        observables={k: torch.cat([o[k] for o in observables]).cpu().numpy()[None] for k in names},
-        log_weights=log_w.cpu().numpy()[None],
-        timings={"sampling": seconds},
-        info={"n_samples": n_samples, "n_steps": n_steps, "diffusivity": diffusivity, "schedule_power": power,
-              "batch": batch, "seed": seed, "dtype": str(dtype).removeprefix("torch."),
-              **evaluations_per_sample(n_steps, drift is not None)},
-    )
+    no_transitions = torch.zeros(0, dtype=dtype, device=device)
+
+    def draw(n):
+        x, log_w = nets_batch(theory, drift, n, n_steps=n_steps, diffusivity=diffusivity, power=power,
+                              generator=generator, dtype=dtype, device=device)
+        return x, log_w, no_transitions
+
+    counts = evaluations_per_sample(n_steps, drift is not None)
+    return weighted_chain(draw, theory, n_samples=n_samples, batch=batch, name="NETS",
+                          info={"n_samples": n_samples, "n_steps": n_steps, "diffusivity": diffusivity,
+                                "schedule_power": power, "batch": batch, "seed": seed,
+                                "dtype": str(dtype).removeprefix("torch."),
+                                "drift_evaluations_per_sample": counts["drift_evaluations_per_sample"]},
+                          action_evaluations=counts["action_evaluations_per_sample"],
+                          force_evaluations=counts["force_evaluations_per_sample"], progress=progress)
 
 
 __all__ = ["DIVERGENCES", "DriftNet", "NETSModel", "PINN", "basis_probes", "check_theory", "divergence",

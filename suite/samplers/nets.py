@@ -33,7 +33,7 @@ from pathlib import Path
 
 from suite.errors import Diverged, UsageError
 from suite.samplers import register
-from suite.samplers.base import RunContext, Sampler
+from suite.samplers.base import RunContext, Sampler, weight_columns
 from suite.samplers.spec import as_dict, option
 
 LOCK = ".lock"  # in nets/<key>/: held while the drift trains
@@ -107,11 +107,7 @@ class NETS(Sampler):
                 f"{spec['diffusivity']}, {spec['n_samples']} samples")
 
     def columns(self, row) -> dict:
-        from suite.report.tables import format_value
-
-        info, metrics, training = row.sampler_info, row.metrics, row.training or {}
-        ess, log_z = metrics.get("ess"), metrics.get("log_z")
-        exact = row.reference.get("log_z")
+        info, training = row.sampler_info, row.training or {}
         return {
             "n_samples": info.get("n_samples"),
             "n_steps": info.get("n_steps"),
@@ -119,10 +115,7 @@ class NETS(Sampler):
             "train_steps": training.get("steps"),
             "train_seconds": training.get("seconds"),
             "evaluations_per_sample": info.get("evaluations_per_sample"),
-            "ess": format_value(ess["value"], ess["error"]) if ess else None,
-            "pareto_k": ess.get("pareto_k") if ess else None,
-            "log_z": format_value(log_z["value"], log_z["error"]) if log_z else None,
-            "log_z_pull": exact["pull"] if exact else None,
+            **weight_columns(row),
         }
 
     def _folder(self, spec: NETSSpec, theory, context: RunContext) -> Path:
