@@ -61,7 +61,8 @@ No exact solver: the free theory (unit links) is no sampling target (at β = ∞
 holonomies stay dynamical), so its closed forms (`suite.fermions.free_log_det`, ...) are checked in
 tests/test_schwinger.py rather than as a catalogue entry. Registered as theory ``schwinger``:
 headline observable ``topological_charge``, history figures of Q, the condensate and the plaquette,
-and the report's topology section.
+and two report sections: the topology section of U(1) and `suite.report.schwinger` (per lattice size,
+the samplers along κ: acceptance, τ_int of Q and the condensate, CG iterations, costs).
 """
 
 from __future__ import annotations
@@ -312,5 +313,5 @@ register_theory(TheoryInfo(
     conventions=tuple(FORMS),
     headline_observable="topological_charge",
     figure_observables=("topological_charge", "chiral_condensate", "plaquette"),
-    report_sections=(lazy("suite.report.topology:topology_section"),),
+    report_sections=(lazy("suite.report.topology:topology_section"), lazy("suite.report.schwinger:schwinger_section")),
 ))
