@@ -56,7 +56,8 @@ def test_one_table_per_lattice_with_cg_iterations_and_both_costs(tmp_path):
                       training={"seconds": 210.0, "steps": 1500}),
         schwinger_row("p8", FLOW_PMMH, 0.276, tau_q=4.0, tau_condensate=2.0, n_samples=4096, sampling=60.0,
                       training={"seconds": 200.0, "steps": 600}),
-        schwinger_row("h16", HMC, 0.24, (16, 16), tau_q=5.0, tau_condensate=2.0, info={"cg_iterations_per_trajectory": 900}),
+        schwinger_row("h16", HMC, 0.24, (16, 16), tau_q=5.0, tau_condensate=2.0,
+                      info={"cg_iterations_per_trajectory": 900}),
     ]
     lines = schwinger_section(rows, tmp_path)
     found = tables(lines)
