@@ -181,6 +181,10 @@ class Schwinger(U1):
         estimate = (eta.conj() * self.solve_d(x, eta)).real.sum((2, 3, 4)).mean(1)
         return -N_FLAVOURS * estimate / self.volume
 
+    def sectors(self):
+        """None: the character expansion's P(Q) is that of the gauge action alone, which the fermions change."""
+        return None
+
     def derived_quantities(self):
         derived = super().derived_quantities()
         for t in range(1, self.lattice[0] // 2):
