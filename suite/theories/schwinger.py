@@ -57,7 +57,8 @@ loops) and, in the κ normalisation of D (multiply S by 2κ for D_W's normalisat
 Derived: ``pion_meff_T`` = arccosh[(C(T−1) + C(T+1)) / (2 C(T))] for T = 1..L0/2 − 1 (exact for a
 single cosh; NaN where the argument is below 1), and the Creutz ratios of `u1`.
 
-No exact solver: the free theory (unit links) is no sampling target (at β = ∞ the torus'
+No exact solver and no exact sectors (the character expansion's P(Q) of `u1` is that of the gauge
+action alone, so mode coverage is not tested here). The free theory (unit links) is no sampling target (at β = ∞ the torus'
 holonomies stay dynamical), so its closed forms (`suite.fermions.free_log_det`, ...) are checked in
 tests/test_schwinger.py rather than as a catalogue entry. Registered as theory ``schwinger``:
 headline observable ``topological_charge``, history figures of Q, the condensate and the plaquette,
