@@ -58,9 +58,10 @@ Derived: ``pion_meff_T`` = arccosh[(C(T−1) + C(T+1)) / (2 C(T))] for T = 1..L0
 single cosh; NaN where the argument is below 1), and the Creutz ratios of `u1`.
 
 No exact solver and no exact sectors (the character expansion's P(Q) of `u1` is that of the gauge
-action alone, so mode coverage is not tested here). The free theory (unit links) is no sampling target (at β = ∞ the torus'
-holonomies stay dynamical), so its closed forms (`suite.fermions.free_log_det`, ...) are checked in
-tests/test_schwinger.py rather than as a catalogue entry. Registered as theory ``schwinger``:
+action alone, so mode coverage is not tested here). The free theory (unit links) is no sampling
+target (at β = ∞ the torus' holonomies stay dynamical), so its closed forms
+(`suite.fermions.free_log_det`, ...) are checked in tests/test_schwinger.py rather than as a
+catalogue entry. Registered as theory ``schwinger``:
 headline observable ``topological_charge``, history figures of Q, the condensate and the plaquette,
 and two report sections: the topology section of U(1) and `suite.report.schwinger` (per lattice size,
 the samplers along κ: acceptance, τ_int of Q and the condensate, CG iterations, costs).
