@@ -215,6 +215,7 @@ def test_catalogue_entries_build_in_both_forms():
     for e in shipped:
         th = e.build_theory()
         assert th.lattice == tuple(e.lattice)
+        assert th.sectors() is None  # the gauge action's exact P(Q) is not the Schwinger model's
         if e.convention == "pseudofermion":
             assert th.cg_tol == e.params["cg_tol"]
             twin = [t for t in shipped if t.id == e.id.replace("-pf/", "/")]

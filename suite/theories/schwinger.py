@@ -57,11 +57,14 @@ loops) and, in the κ normalisation of D (multiply S by 2κ for D_W's normalisat
 Derived: ``pion_meff_T`` = arccosh[(C(T−1) + C(T+1)) / (2 C(T))] for T = 1..L0/2 − 1 (exact for a
 single cosh; NaN where the argument is below 1), and the Creutz ratios of `u1`.
 
-No exact solver: the free theory (unit links) is no sampling target (at β = ∞ the torus'
-holonomies stay dynamical), so its closed forms (`suite.fermions.free_log_det`, ...) are checked in
-tests/test_schwinger.py rather than as a catalogue entry. Registered as theory ``schwinger``:
+No exact solver and no exact sectors (the character expansion's P(Q) of `u1` is that of the gauge
+action alone, so mode coverage is not tested here). The free theory (unit links) is no sampling
+target (at β = ∞ the torus' holonomies stay dynamical), so its closed forms
+(`suite.fermions.free_log_det`, ...) are checked in tests/test_schwinger.py rather than as a
+catalogue entry. Registered as theory ``schwinger``:
 headline observable ``topological_charge``, history figures of Q, the condensate and the plaquette,
-and the report's topology section.
+and two report sections: the topology section of U(1) and `suite.report.schwinger` (per lattice size,
+the samplers along κ: acceptance, τ_int of Q and the condensate, CG iterations, costs).
 """
 
 from __future__ import annotations
@@ -179,6 +182,10 @@ class Schwinger(U1):
         eta = signs.to(fermions.complex_dtype(x.dtype))
         estimate = (eta.conj() * self.solve_d(x, eta)).real.sum((2, 3, 4)).mean(1)
         return -N_FLAVOURS * estimate / self.volume
+
+    def sectors(self):
+        """None: the character expansion's P(Q) is that of the gauge action alone, which the fermions change."""
+        return None
 
     def derived_quantities(self):
         derived = super().derived_quantities()
@@ -312,5 +319,5 @@ register_theory(TheoryInfo(
     conventions=tuple(FORMS),
     headline_observable="topological_charge",
     figure_observables=("topological_charge", "chiral_condensate", "plaquette"),
-    report_sections=(lazy("suite.report.topology:topology_section"),),
+    report_sections=(lazy("suite.report.topology:topology_section"), lazy("suite.report.schwinger:schwinger_section")),
 ))
