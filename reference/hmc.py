@@ -274,26 +274,29 @@ def thermalise(theory, *, chains: int, n_therm: int, seed: int, settings: HMCSet
 
 def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settings: HMCSettings | None = None,
             dtype=torch.float64, device="cpu", progress: bool | None = None, measure_every: int = 1,
-            group=None, on_measurement=None) -> Chain:
+            costly_every: int = 1, group=None, on_measurement=None) -> Chain:
     """Thermalise (adapting the step size) and then take ``n_traj`` measurements on ``chains`` chains.
 
-    Observables are measured after every ``measure_every``-th trajectory (for costly observables such
-    as the gradient-flowed topological charge); the Metropolis decisions and ΔH of all
-    ``n_traj × measure_every`` trajectories are kept. Reproducible for a given seed on CPU.
+    Observables are measured after every ``measure_every``-th trajectory; the Metropolis decisions
+    and ΔH of all ``n_traj × measure_every`` trajectories are kept. The theory's costly observables
+    (those `Theory.cheap_observables` leaves out, e.g. the gradient-flowed topological charge) are
+    measured only at every ``costly_every``-th measurement: their records have ⌊n_traj/costly_every⌋
+    columns, the others n_traj. Reproducible for a given seed on CPU.
     ``on_measurement(x)``, where given, is called with the configurations (chains, *field shape) of
     every measurement, in Monte Carlo order (x is never modified in place afterwards, so it may be kept).
     ``group``: the chains split over its ranks (module docstring); every rank returns the whole
     chain, its records gathered in rank order, its seconds the slowest rank's.
     """
     settings = settings or HMCSettings()
-    if n_traj < 1 or measure_every < 1:
-        raise ValueError(f"need n_traj >= 1 and measure_every >= 1, got {n_traj}, {measure_every}")
+    if n_traj < 1 or measure_every < 1 or not 1 <= costly_every <= n_traj:
+        raise ValueError(f"need n_traj >= 1, measure_every >= 1 and 1 <= costly_every <= n_traj, got {n_traj}, "
+                         f"{measure_every}, {costly_every}")
     state = thermalise(theory, chains=chains, n_therm=n_therm, seed=seed, settings=settings, dtype=dtype,
                        device=device, progress=progress, group=group)
     # Measurements go into preallocated (chains, n_traj) buffers on the device (the Metropolis
     # record into (chains, n_traj × measure_every)): no host sync in the loop, and no
     # per-trajectory tensors (or views of larger ones) kept alive.
-    records, steps, work = {}, {}, {}
+    records, steps, work, cheap = {}, {}, {}, None
     n_total = n_traj * measure_every
     evaluations_before = dict(state.cache.get("evaluations", {"action": 0, "force": 0}))
     start = time.perf_counter()
@@ -305,8 +308,16 @@ def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settin
         for name, value in (("accepted", accepted), ("delta_h", delta_h)):
             steps[name] = _record(steps.get(name), value, i, n_total)
         if (i + 1) % measure_every == 0:
-            for name, value in theory.observables(state.x).items():
-                records[name] = _record(records.get(name), value, i // measure_every, n_traj)
+            m = i // measure_every  # the measurement's index
+            costly = (m + 1) % costly_every == 0
+            values = theory.observables(state.x) if costly else theory.cheap_observables(state.x)
+            if cheap is None and not costly:
+                cheap = set(values)
+            for name, value in values.items():
+                if costly_every == 1 or name in cheap:
+                    records[name] = _record(records.get(name), value, m, n_traj)
+                else:
+                    records[name] = _record(records.get(name), value, m // costly_every, n_traj // costly_every)
             if on_measurement is not None:
                 on_measurement(state.x)
     if state.x.is_cuda:
@@ -326,7 +337,8 @@ def run_hmc(theory, *, chains: int, n_therm: int, n_traj: int, seed: int, settin
         delta_h=delta_h,
         timings=seconds,
         info={**asdict(settings), "step_size": state.eps, "n_steps": state.n_steps, "chains": chains,
-              "n_therm": n_therm, "n_traj": n_traj, "measure_every": measure_every, "seed": seed,
+              "n_therm": n_therm, "n_traj": n_traj, "measure_every": measure_every, "costly_every": costly_every,
+              "seed": seed,
               "dtype": str(dtype).removeprefix("torch."), **_per_trajectory(work),
               **_evaluations(state.cache["evaluations"], evaluations_before, n_total, measure_every)},
     )

@@ -28,7 +28,9 @@ class Chain:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return next(iter(self.observables.values())).shape
+        """(replica, measurements) of the most often measured observable (HMC may measure costly ones
+        less often: `reference.hmc.run_hmc`'s ``costly_every``)."""
+        return max((v.shape for v in self.observables.values()), key=lambda shape: shape[1])
 
     def save(self, path: str | Path) -> None:
         """Write to ``path`` (.npz) atomically: a crash never leaves a half-written file."""

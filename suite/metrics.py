@@ -59,12 +59,18 @@ def estimate_observables(chain: Chain, theory, seconds_per_config: float | None 
     """
     if chain.log_weights is not None and chain.accepted is None:
         return {**_reweighted_estimates(chain, theory, seconds_per_config), **_log_z_estimate(chain)}
-    estimates = {name: _summary(stats.gamma_method(data), seconds_per_config)
+    # an observable measured at every k-th measurement only (HMC's costly_every) has k times the seconds per record
+    longest = max(data.shape[1] for data in chain.observables.values())
+
+    def per_record(data):
+        return None if seconds_per_config is None else seconds_per_config * longest / data.shape[1]
+
+    estimates = {name: _summary(stats.gamma_method(data), per_record(data))
                  for name, data in chain.observables.items()}
     for name, derived in theory.derived_quantities().items():
         datas = [chain.observables[k] for k in derived.inputs]
         try:
-            estimates[name] = _summary(stats.gamma_method_derived(derived.function, datas), seconds_per_config)
+            estimates[name] = _summary(stats.gamma_method_derived(derived.function, datas), per_record(datas[0]))
         except ValueError as err:  # undefined at the means (e.g. arccosh of a noisy ratio below 1)
             estimates[name] = _undefined(err)
     return {**estimates, **_log_z_estimate(chain)}

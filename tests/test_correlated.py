@@ -120,6 +120,7 @@ def test_gamma_error_of_the_transported_estimator_matches_the_spread_of_independ
     ({"target": {"lam": 6.0}, "init": "zero"}, "option 'init' must be one of identity, random"),
     ({"target": {"lam": 6.0}, "batch_size": 128, "train_configs": 64}, "batch_size 128 exceeds the 64"),
     ({"target": {"lam": 6.0}, "hparams": {"n_layer": 2}}, "n_layer"),
+    ({"target": {"lam": 6.0}, "hmc": {"costly_every": 2}}, "hmc.costly_every must be 1"),
     ({}, "needs target"),
 ])
 def test_bad_options_fail_when_the_task_is_made(options, message):

@@ -182,6 +182,10 @@ def test_flowed_observables_of_the_theory():
     plain = build_theory("sun", lattice, "wilson", {"N": 2, "beta": 2.0})
     assert "flow_time" not in plain.params
     assert set(obs) - set(plain.observables(x)) == {"topological_charge", "q2", "chi_t", "t2E"}
+    # the flowed ones are the costly ones HMC may measure less often; the rest are the same
+    cheap = theory.cheap_observables(x)
+    assert set(obs) - set(cheap) == {"topological_charge", "q2", "chi_t", "t2E"}
+    assert all(torch.equal(cheap[k], obs[k]) for k in cheap)
     for small in ((4, 4), (3, 3, 3)):
         assert "topological_charge" not in SUNGauge(small, 2, 1.0).observables(configurations(2, small, batch=1))
         with pytest.raises(ValueError, match="4D"):

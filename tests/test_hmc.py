@@ -128,6 +128,33 @@ def test_measuring_every_kth_trajectory_thins_the_same_chain():
     assert thinned.info["measure_every"] == 3
 
 
+class CostlyMagnetisation(Phi4):
+    """φ⁴ whose |M| counts as a costly observable (left out of its cheap observables)."""
+
+    def cheap_observables(self, x):
+        return {k: v for k, v in self.observables(x).items() if k != "abs_mag"}
+
+
+def test_costly_observables_are_measured_at_every_kth_measurement():
+    """costly_every = 3: the same chain; cheap observables at every measurement, the costly one at
+    every third (its records those of measuring it always, thinned), and its cost per independent
+    sample counts three measurements per record."""
+    from suite.metrics import estimate_observables
+
+    theory = CostlyMagnetisation.from_albergo((4, 4), m2=-4.0, lam=8.0)
+    every = run_hmc(theory, chains=2, n_therm=5, n_traj=6, seed=3)
+    thinned = run_hmc(theory, chains=2, n_therm=5, n_traj=6, seed=3, costly_every=3)
+    np.testing.assert_array_equal(thinned.observables["chi2"], every.observables["chi2"])
+    np.testing.assert_array_equal(thinned.observables["abs_mag"], every.observables["abs_mag"][:, 2::3])
+    assert thinned.shape == (2, 6) and thinned.info["costly_every"] == 3
+    est = estimate_observables(thinned, theory, seconds_per_config=1.0)
+    for name, records_per_measurement in (("chi2", 1), ("abs_mag", 3)):
+        assert est[name]["seconds_per_independent_sample"] == pytest.approx(
+            records_per_measurement * 2 * est[name]["tau_int"])
+    with pytest.raises(ValueError, match="costly_every"):
+        run_hmc(theory, chains=2, n_therm=1, n_traj=2, seed=3, costly_every=3)
+
+
 class CountingTheory:
     """A theory that counts the calls of its action and force (outside measurements)."""
 

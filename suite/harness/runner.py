@@ -39,7 +39,7 @@ from suite.samplers import RunContext, parse_spec
 
 # Options added after results were first written, left out of the task key at their default so that
 # existing results keep their keys.
-LATER_OPTIONS = {"pretrain": {}, "measure_every": 1, "target_samples": 0}
+LATER_OPTIONS = {"pretrain": {}, "measure_every": 1, "costly_every": 1, "target_samples": 0}
 ARTIFACTS = {"chains": "chains.npz", "training": "training.csv", "model": "model.pt", "checkpoint": "checkpoint.pt"}
 OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "cannot allocate memory")  # torch's messages
 RESUMABLE = "checkpoint.pt"  # a run folder with this file and no row is an interrupted training

@@ -76,6 +76,8 @@ class CorrelatedSpec:
         for name, value in self.target.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise UsageError(f"target coupling {name!r} must be a finite number, got {value!r}")
+        if self.hmc.costly_every != 1:
+            raise UsageError("hmc.costly_every must be 1 here: every configuration is mapped with all its observables")
         if self.batch_size > self.train_configs and self.budget_steps:
             raise UsageError(f"batch_size {self.batch_size} exceeds the {self.train_configs} training configurations")
         from suite.models import check_model_spec

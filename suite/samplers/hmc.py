@@ -3,7 +3,9 @@
 ``chains`` independent chains run as one batch: ``n_therm`` thermalisation trajectories (the step
 size adapted towards ``target_acceptance`` when ``adapt``), then ``n_traj`` measurements, one after
 every ``measure_every`` trajectories of length ``trajectory_length`` with ``n_steps`` integrator steps
-(leapfrog or Omelyan). Under ``--distributed`` the chains are split over the ranks, bit for bit
+(leapfrog or Omelyan); the theory's costly observables (`Theory.cheap_observables` leaves them out,
+e.g. SU(N)'s after gradient flow) only at every ``costly_every``-th measurement, their τ_int in
+units of their own measurements. Under ``--distributed`` the chains are split over the ranks, bit for bit
 the chains of one process (`reference.hmc`); rank 0 writes them.
 """
 
@@ -25,11 +27,18 @@ class HMCSpec:
     n_therm: int = option(500, min=0, flag="--therm", help="thermalisation trajectories (step size adapted)")
     n_traj: int = option(1000, min=2, flag="--n-traj", help="measurements per chain")
     measure_every: int = option(1, min=1, help="trajectories per measurement (for costly observables)")
+    costly_every: int = option(1, min=1, help="measurements per measurement of the theory's costly observables "
+                                              "(e.g. after gradient flow); the others at every measurement")
     integrator: str = option("leapfrog", choices=INTEGRATORS, help="molecular-dynamics integrator")
     n_steps: int = option(10, min=1, help="integrator steps per trajectory (initial value when adapting)")
     trajectory_length: float = option(1.0, above=0, flag="--traj-length", help="trajectory length (default 1)")
     target_acceptance: float = option(0.8, above=0, below=1, help="acceptance the step size adapts to")
     adapt: bool = option(True, help="adapt the step size during thermalisation")
+
+    def check(self) -> None:
+        if self.costly_every > self.n_traj:
+            raise UsageError(f"costly_every = {self.costly_every} exceeds n_traj = {self.n_traj}: the costly "
+                             "observables would never be measured")
 
     def settings(self):
         """The `reference.hmc.HMCSettings` of this spec."""
@@ -61,7 +70,7 @@ class HMC(Sampler):
         chain = run_hmc(theory, chains=spec.chains, n_therm=spec.n_therm, n_traj=spec.n_traj, seed=context.seed,
                         settings=spec.settings(), dtype=context.dtype, device=context.device,
                         progress=context.progress if distributed.is_writer() else False,
-                        measure_every=spec.measure_every, group=group)
+                        measure_every=spec.measure_every, costly_every=spec.costly_every, group=group)
         if group is not None:
             chain.info["distributed"] = group.info("sliced")
         return chain, None
@@ -72,9 +81,10 @@ class HMC(Sampler):
         return f"{spec['chains']} chains × {spec['n_traj']} {measured}"
 
     def statistics(self, info: dict) -> str:
-        every = info.get("measure_every", 1)
+        every, costly = info.get("measure_every", 1), info.get("costly_every", 1)
         measured = f"{info['n_traj']} trajectories" if every == 1 else f"{info['n_traj']} measurements every {every} trajectories"
-        return f"{info['chains']} chains x {measured} after {info['n_therm']}"
+        costly = f" (costly observables at every {costly}th)" if costly > 1 else ""
+        return f"{info['chains']} chains x {measured}{costly} after {info['n_therm']}"
 
     def columns(self, row) -> dict:
         from suite.report.tables import format_value

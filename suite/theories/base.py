@@ -72,6 +72,11 @@ class Theory(ABC):
     def observables(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-configuration observables, each of shape (B,)."""
 
+    def cheap_observables(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The observables without the costly ones (e.g. those after gradient flow), which HMC's
+        ``costly_every`` measures only at every k-th measurement; by default all of them."""
+        return self.observables(x)
+
     def derived_quantities(self) -> dict[str, DerivedQuantity]:
         """Ensemble-level quantities computed from means of observables (with propagated errors)."""
         return {}

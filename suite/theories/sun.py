@@ -198,6 +198,13 @@ class SUNGauge(Theory):
         return torch.diagonal(line, dim1=-2, dim2=-1).sum(-1).flatten(1).mean(1) / self.n
 
     def observables(self, x):
+        obs = self.cheap_observables(x)
+        if self.flow_time > 0:
+            obs.update(gradient_flow.clover_observables(self, x, self.flow_time, self.flow_step))
+        return obs
+
+    def cheap_observables(self, x):
+        """Every observable but those after gradient flow (the costly ones)."""
         sites = tuple(range(1, self.dim + 1))
         per_plane = {plane: _re_trace(p).mean(sites) / self.n for plane, p in self.plaquettes(x).items()}
         plaquette = sum(per_plane.values()) / len(per_plane)
@@ -211,8 +218,6 @@ class SUNGauge(Theory):
         for (r, t), w in self.wilson_loops(x).items():
             obs[f"wilson_{r}_{t}"] = w
         obs["polyakov"] = self.polyakov_loop(x).abs()
-        if self.flow_time > 0:
-            obs.update(gradient_flow.clover_observables(self, x, self.flow_time, self.flow_step))
         return obs
 
     def derived_quantities(self):
