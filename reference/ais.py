@@ -145,6 +145,25 @@ def ais_batch(theory, schedule, n: int, *, step_size: float, n_leapfrog: int, ge
     return x, log_w, acceptance
 
 
+@torch.no_grad()
+def reverse_ais_log_weights(theory, schedule, x: torch.Tensor, *, step_size: float, n_leapfrog: int,
+                            generator) -> torch.Tensor:
+    """log w of AIS paths run backwards from configurations x (n, *field shape) of the target: x_{K−1} = x,
+    then x_{k−1} = T_k(x_k) for k = K−1 … 1 with the forward transitions (π_k-reversible, so they are
+    their own reversals), and the forward weight Σ_k (b_k − b_{k−1}) [−S − log q_0](x_{k−1}) of the path.
+    For x ~ p these paths follow the extended target P = p(x_{K−1}) Π_k T_k(x_k → x_{k−1}), and the
+    forward proposal's density ratio is P/Q = w/Z: the log w are AIS's log-weights at target samples,
+    for the forward ESS and the EUBO = E_P[log w] = log Z + KL(P‖Q) (Blessing et al., arXiv:2406.07423)."""
+    space = theory.field
+    action, log_q0 = theory.action(x), space.prior_log_prob(x)
+    log_w = (schedule[-1] - schedule[-2]) * (-action - log_q0)
+    for k in range(len(schedule) - 2, 0, -1):
+        annealed = AnnealedTheory(theory, schedule[k])
+        x, action, log_q0, _ = hmc_transition(theory, annealed, x, action, log_q0, step_size, n_leapfrog, generator)
+        log_w += (schedule[k] - schedule[k - 1]) * (-action - log_q0)
+    return log_w
+
+
 def weighted_chain(draw, theory, *, n_samples: int, batch: int, name: str, info: dict, action_evaluations: int,
                    force_evaluations: int, progress: bool | None = None) -> Chain:
     """``n_samples`` independent weighted samples from ``draw(n) -> (x, log w (n,), acceptance per
@@ -183,9 +202,11 @@ def weighted_chain(draw, theory, *, n_samples: int, batch: int, name: str, info:
 
 def run_ais(theory, *, n_samples: int, n_temperatures: int, power: float = 1.0, n_leapfrog: int = 5,
             step_size: float = 0.2, batch: int = 1024, seed: int = 0, dtype=torch.float64, device="cpu",
-            progress: bool | None = None) -> Chain:
+            progress: bool | None = None, target: torch.Tensor | None = None) -> Chain:
     """``n_samples`` independent AIS samples in batches of ``batch``: a `Chain` of one replicum with the
-    final configurations' observables (1, N) and log-weights (1, N) (see the module docstring)."""
+    final configurations' observables (1, N) and log-weights (1, N) (see the module docstring). With
+    ``target`` configurations (M, *field shape) of the theory, also the log-weights of the reverse paths
+    from them (`reverse_ais_log_weights`, their own random stream) as ``target_log_weights`` (M,)."""
     if n_samples < 1 or batch < 1 or n_leapfrog < 1 or not step_size > 0:
         raise ValueError(f"need n_samples, batch, n_leapfrog >= 1 and step_size > 0; got {n_samples}, {batch}, "
                          f"{n_leapfrog}, {step_size}")
@@ -197,9 +218,16 @@ def run_ais(theory, *, n_samples: int, n_temperatures: int, power: float = 1.0, 
                          dtype=dtype, device=device)
 
     transitions = n_temperatures - 1
-    return weighted_chain(
+    chain = weighted_chain(
         draw, theory, n_samples=n_samples, batch=batch, name="AIS", progress=progress,
         info={"n_samples": n_samples, "n_temperatures": n_temperatures, "schedule_power": power,
               "n_leapfrog": n_leapfrog, "step_size": step_size, "batch": batch, "seed": seed,
               "dtype": str(dtype).removeprefix("torch.")},
         action_evaluations=n_temperatures, force_evaluations=transitions * (n_leapfrog + 1))
+    if target is not None:
+        reverse = torch.Generator(device=device).manual_seed(seed + 1)
+        target = target.to(device=device, dtype=theory.field.field_dtype(dtype))
+        chain.target_log_weights = torch.cat([
+            reverse_ais_log_weights(theory, schedule, part, step_size=step_size, n_leapfrog=n_leapfrog,
+                                    generator=reverse) for part in target.split(batch)]).cpu().numpy()
+    return chain

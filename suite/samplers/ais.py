@@ -7,6 +7,9 @@ HMC trajectory of ``n_leapfrog`` leapfrog steps of size ``step_size`` at each in
 (``n_leapfrog = 1``: MALA). The chain holds the final configurations' observables and the
 log-weights log w = Σ_k (b_k − b_{k−1}) [−S(x_{k−1}) − log q_0(x_{k−1})] (shape (1, N), like ``flow``);
 they are normalised (E[w] = Z), so the row's log Z estimate (`suite.metrics`) is unbiased in Z.
+``target_samples = M`` runs AIS backwards from M configurations of the target (an HMC ensemble
+cached per results folder, with the flow sampler's default ensemble settings) and records the reverse paths' log-weights, from which
+the row gets the forward ESS and the EUBO (`reference.ais.reverse_ais_log_weights`).
 K = 1 is plain importance sampling from the prior. The row's ``sampler_info`` records the
 acceptance (mean and the lowest over temperatures) and the action and force evaluations per sample.
 """
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 
 from suite.samplers import register
 from suite.samplers.base import RunContext, Sampler, weight_columns
+from suite.samplers.flow import EnsembleSpec
 from suite.samplers.spec import option
 
 
@@ -28,6 +32,9 @@ class AISSpec:
     n_leapfrog: int = option(5, min=1, help="leapfrog steps of the HMC transition per temperature (1: MALA)")
     step_size: float = option(0.2, above=0, help="leapfrog step size")
     batch: int = option(1024, min=1, help="AIS runs advanced together")
+    target_samples: int = option(0, min=0, help="HMC configurations of the target (the flow sampler's default "
+                                                "ensemble settings) to run AIS backwards from, for the forward ESS "
+                                                "and EUBO (0: none)")
 
 
 class AIS(Sampler):
@@ -42,10 +49,18 @@ class AIS(Sampler):
     def run(self, spec: AISSpec, theory, context: RunContext):
         from reference.ais import run_ais
 
+        target = None
+        if spec.target_samples:
+            from suite.harness.ensembles import target_ensemble
+
+            ens = EnsembleSpec()  # the flows' default target ensemble, so that they share its cache
+            target = target_ensemble(theory, context.entry, context.out, n_configs=spec.target_samples,
+                                     chains=ens.chains, n_therm=ens.n_therm, separation=ens.separation,
+                                     progress=context.progress)
         chain = run_ais(theory, n_samples=spec.n_samples, n_temperatures=spec.n_temperatures,
                         power=spec.schedule_power, n_leapfrog=spec.n_leapfrog, step_size=spec.step_size,
                         batch=spec.batch, seed=context.seed, dtype=context.dtype, device=context.device,
-                        progress=context.progress)
+                        progress=context.progress, target=target)
         return chain, None
 
     def label(self, spec: dict) -> str:
