@@ -202,6 +202,34 @@ def nets_batch(theory, drift, n: int, *, n_steps: int, diffusivity: float, power
     return x, log_w - theory.action(x)
 
 
+@torch.no_grad()
+def reverse_nets_log_weights(theory, drift, x: torch.Tensor, *, n_steps: int, diffusivity: float, power: float,
+                             generator=None) -> torch.Tensor:
+    """log w of NETS paths run backwards from configurations x (n, *field shape) of the target: x_K = x,
+    then x_{k−1} = x_k ⊕ (h μ⁻_k(x_k) + √(2εh) η_k) drawn from the backward kernels B_k, and the forward
+    weight of the path. With Δ_k = −(h μ⁻_k(x_k) + √(2εh) η_k) the forward step, log B_k − log F_k =
+    √(h/2ε) η_k·s_k + (h/4ε)|s_k|² (module docstring's s_k). For x ~ p these paths follow the extended
+    target P = p(x_K) Π_k B_k, with P/Q = w/Z: NETS's log-weights at target samples (forward ESS, EUBO)."""
+    space, h, eps = theory.field, 1.0 / n_steps, float(diffusivity)
+    schedule = power_schedule(n_steps, power)
+    log_w = -theory.action(x)
+    at_prior, at_target = prior_force(space, x), theory.force(x)
+    for k in range(n_steps, 0, -1):
+        t = k * h
+        backward = -eps * anneal(schedule[k], at_prior, at_target)
+        if drift is not None:
+            backward = backward - drift(t, x)
+        eta = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        x = space.update(x, h * backward + math.sqrt(2 * eps * h) * eta, 1.0)
+        at_prior, at_target = prior_force(space, x), theory.force(x)
+        forward = -eps * anneal(schedule[k], at_prior, at_target)
+        if drift is not None:
+            forward = forward + drift(t, x)
+        s = (forward + backward).flatten(1)
+        log_w += math.sqrt(h / (2 * eps)) * (eta.flatten(1) * s).sum(1) + h / (4 * eps) * s.pow(2).sum(1)
+    return log_w - space.prior_log_prob(x)
+
+
 def evaluations_per_sample(n_steps: int, trained: bool) -> dict:
     """Action, force and drift evaluations per NETS sample (module docstring)."""
     return {"action_evaluations_per_sample": 1, "force_evaluations_per_sample": n_steps + 1,
@@ -256,9 +284,12 @@ class PINN(Objective):
 
 
 def run_nets(theory, drift, *, n_samples: int, n_steps: int, diffusivity: float, power: float, batch: int = 1024,
-             seed: int = 0, dtype=torch.float64, device="cpu", progress: bool | None = None) -> Chain:
+             seed: int = 0, dtype=torch.float64, device="cpu", progress: bool | None = None,
+             target: torch.Tensor | None = None) -> Chain:
     """``n_samples`` independent NETS samples in batches of ``batch``: a `Chain` of one replicum with the
-    final configurations' observables (1, N) and log-weights (1, N) (module docstring)."""
+    final configurations' observables (1, N) and log-weights (1, N) (module docstring). With ``target``
+    configurations (M, *field shape), also the log-weights of the reverse paths from them
+    (`reverse_nets_log_weights`, their own random stream) as ``target_log_weights`` (M,)."""
     if n_samples < 1 or batch < 1 or n_steps < 1 or not diffusivity > 0 or not power >= 1:
         raise UsageError(f"need n_samples, batch, n_steps >= 1, diffusivity > 0 and power >= 1; got {n_samples}, "
                          f"{batch}, {n_steps}, {diffusivity}, {power}")
@@ -272,14 +303,22 @@ def run_nets(theory, drift, *, n_samples: int, n_steps: int, diffusivity: float,
         return x, log_w, no_transitions
 
     counts = evaluations_per_sample(n_steps, drift is not None)
-    return weighted_chain(draw, theory, n_samples=n_samples, batch=batch, name="NETS",
-                          info={"n_samples": n_samples, "n_steps": n_steps, "diffusivity": diffusivity,
-                                "schedule_power": power, "batch": batch, "seed": seed,
-                                "dtype": str(dtype).removeprefix("torch."),
-                                "drift_evaluations_per_sample": counts["drift_evaluations_per_sample"]},
-                          action_evaluations=counts["action_evaluations_per_sample"],
-                          force_evaluations=counts["force_evaluations_per_sample"], progress=progress)
+    chain = weighted_chain(draw, theory, n_samples=n_samples, batch=batch, name="NETS",
+                           info={"n_samples": n_samples, "n_steps": n_steps, "diffusivity": diffusivity,
+                                 "schedule_power": power, "batch": batch, "seed": seed,
+                                 "dtype": str(dtype).removeprefix("torch."),
+                                 "drift_evaluations_per_sample": counts["drift_evaluations_per_sample"]},
+                           action_evaluations=counts["action_evaluations_per_sample"],
+                           force_evaluations=counts["force_evaluations_per_sample"], progress=progress)
+    if target is not None:
+        reverse = torch.Generator(device=device).manual_seed(seed + 1)
+        target = target.to(device=device, dtype=theory.field.field_dtype(dtype))
+        chain.target_log_weights = torch.cat([
+            reverse_nets_log_weights(theory, drift, part, n_steps=n_steps, diffusivity=diffusivity, power=power,
+                                     generator=reverse) for part in target.split(batch)]).cpu().numpy()
+    return chain
 
 
 __all__ = ["DIVERGENCES", "DriftNet", "NETSModel", "PINN", "basis_probes", "check_theory", "divergence",
-           "evaluations_per_sample", "nets_batch", "rademacher_probes", "run_nets", "schedule_rate"]
+           "evaluations_per_sample", "nets_batch", "rademacher_probes", "reverse_nets_log_weights", "run_nets",
+           "schedule_rate"]

@@ -132,8 +132,9 @@ def test_nets_sampler_runs_through_run_report_and_compare(tmp_path, capsys):
     for n_steps in ("40", "30"):
         assert main(["run", "--entry", "phi4/free/L8", "--sampler", "nets", "--n-samples", "1000", "--n-steps",
                      n_steps, "--diffusivity", "4", "--batch", "1000", "--drift", drift, "--seed", "1",
-                     "--out", str(out)]) == 0
+                     "--target-samples", "128", "--out", str(out)]) == 0
     rows = sorted(read_rows(out), key=lambda r: r.sampler["n_steps"])
+    assert all(r.metrics["forward_ess"]["n_samples"] == 128 and "eubo" in r.metrics for r in rows)
     entry_theory = get_entry("phi4/free/L8").build_theory()
     assert [r.sampler["n_steps"] for r in rows] == [30, 40]
     for row in rows:
@@ -177,3 +178,28 @@ def test_nets_refuses_field_spaces_it_does_not_support(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "nets supports real fields and angles (EuclideanSpace, TorusSpace), not SphereSpace" in err
     assert err.count("\n") == 1
+
+
+def test_reverse_paths_from_target_samples_weigh_the_extended_target():
+    """NETS run backwards from exact free-field samples: E_P[1/w] = 1/Z, so log mean(1/w) estimates −log Z,
+    without a drift and with a random one (whose backward kernels are not the forward ones reversed); samples
+    of a field 5 % too wide fail the same check, and the EUBO lies above log Z."""
+    from reference.nets import reverse_nets_log_weights
+
+    v = FREE.volume
+    kernel = FREE.force(torch.eye(v, dtype=torch.float64).reshape(v, *FREE.lattice)).reshape(v, v)
+    z = torch.randn(8000, v, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    x = (z @ torch.linalg.cholesky(torch.linalg.inv(kernel)).T).reshape(-1, *FREE.lattice)
+    log_z = free_scalar_exact(FREE)["log_z"]
+
+    def pull(configs, drift, n_steps, diffusivity):
+        log_w = reverse_nets_log_weights(FREE, drift, configs, n_steps=n_steps, diffusivity=diffusivity, power=1.0,
+                                         generator=torch.Generator().manual_seed(6)).numpy()
+        assert log_w.mean() > log_z - 4 * log_w.std() / len(log_w) ** 0.5  # EUBO ≥ log Z
+        value, error = stats.log_mean_weight(-log_w)
+        return (value + log_z) / error
+
+    assert abs(pull(x, None, 60, 6.0)) < 4 and abs(pull(x, random_drift(FREE), 20, 3.0)) < 4
+    assert pull(1.05 * x, None, 60, 6.0) > 4
+    chain = run_nets(FREE, None, n_samples=64, n_steps=20, diffusivity=3.0, power=1.0, batch=64, seed=1, target=x[:256])
+    assert chain.target_log_weights.shape == (256,)

@@ -67,6 +67,9 @@ class NETSSpec:
     diffusivity: float = option(1.0, above=0, help="Langevin diffusivity ε of the sampling SDE (no retraining)")
     batch: int = option(1024, min=1, help="walkers advanced together")
     checkpoint_every: int = option(100, min=1, help="training steps between checkpoints of the drift")
+    target_samples: int = option(0, min=0, help="HMC configurations of the target (the flow sampler's default "
+                                                "ensemble settings) to run NETS backwards from, for the forward "
+                                                "ESS and EUBO (0: none)")
     drift: DriftSpec = option(DriftSpec(), help='the path and the learned drift, e.g. {"budget_steps": 200}')
 
 
@@ -168,9 +171,19 @@ class NETS(Sampler):
 
         check_theory(theory)
         drift, training = self._trained_drift(spec, theory, context) if spec.drift.budget_steps else (None, None)
+        target = None
+        if spec.target_samples:
+            from suite.harness.ensembles import target_ensemble
+            from suite.samplers.flow import EnsembleSpec
+
+            ens = EnsembleSpec()  # the flows' default target ensemble, so that they share its cache
+            target = target_ensemble(theory, context.entry, context.out, n_configs=spec.target_samples,
+                                     chains=ens.chains, n_therm=ens.n_therm, separation=ens.separation,
+                                     progress=context.progress)
         chain = run_nets(theory, drift, n_samples=spec.n_samples, n_steps=spec.n_steps,
                          diffusivity=spec.diffusivity, power=spec.drift.schedule_power, batch=spec.batch,
-                         seed=context.seed, dtype=context.dtype, device=context.device, progress=context.progress)
+                         seed=context.seed, dtype=context.dtype, device=context.device, progress=context.progress,
+                         target=target)
         chain.timings["training"] = training["seconds"] if training else 0.0
         return chain, training
 
