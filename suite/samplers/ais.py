@@ -19,8 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from suite.samplers import register
-from suite.samplers.base import RunContext, Sampler, weight_columns
-from suite.samplers.flow import EnsembleSpec
+from suite.samplers.base import RunContext, Sampler, target_configurations, weight_columns
 from suite.samplers.spec import option
 
 
@@ -49,14 +48,7 @@ class AIS(Sampler):
     def run(self, spec: AISSpec, theory, context: RunContext):
         from reference.ais import run_ais
 
-        target = None
-        if spec.target_samples:
-            from suite.harness.ensembles import target_ensemble
-
-            ens = EnsembleSpec()  # the flows' default target ensemble, so that they share its cache
-            target = target_ensemble(theory, context.entry, context.out, n_configs=spec.target_samples,
-                                     chains=ens.chains, n_therm=ens.n_therm, separation=ens.separation,
-                                     progress=context.progress)
+        target = target_configurations(theory, context, spec.target_samples)
         chain = run_ais(theory, n_samples=spec.n_samples, n_temperatures=spec.n_temperatures,
                         power=spec.schedule_power, n_leapfrog=spec.n_leapfrog, step_size=spec.step_size,
                         batch=spec.batch, seed=context.seed, dtype=context.dtype, device=context.device,

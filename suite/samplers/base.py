@@ -132,3 +132,18 @@ def weight_columns(row) -> dict:
             "pareto_k": ess.get("pareto_k") if ess else None,
             "log_z": format_value(log_z["value"], log_z["error"]) if log_z else None,
             "log_z_pull": exact["pull"] if exact else None}
+
+
+def target_configurations(theory, context: RunContext, n_configs: int):
+    """``n_configs`` HMC configurations of the task's target for the forward ESS and EUBO of a sampler
+    without a tractable density (its reverse paths start there), from the results folder's cached
+    target ensemble with the flow sampler's default ensemble settings, so that samplers share it;
+    None for 0."""
+    if not n_configs:
+        return None
+    from suite.harness.ensembles import target_ensemble
+    from suite.samplers.flow import EnsembleSpec
+
+    ens = EnsembleSpec()
+    return target_ensemble(theory, context.entry, context.out, n_configs=n_configs, chains=ens.chains,
+                           n_therm=ens.n_therm, separation=ens.separation, progress=context.progress)

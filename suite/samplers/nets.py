@@ -33,7 +33,7 @@ from pathlib import Path
 
 from suite.errors import Diverged, UsageError
 from suite.samplers import register
-from suite.samplers.base import RunContext, Sampler, weight_columns
+from suite.samplers.base import RunContext, Sampler, target_configurations, weight_columns
 from suite.samplers.spec import as_dict, option
 
 LOCK = ".lock"  # in nets/<key>/: held while the drift trains
@@ -171,15 +171,7 @@ class NETS(Sampler):
 
         check_theory(theory)
         drift, training = self._trained_drift(spec, theory, context) if spec.drift.budget_steps else (None, None)
-        target = None
-        if spec.target_samples:
-            from suite.harness.ensembles import target_ensemble
-            from suite.samplers.flow import EnsembleSpec
-
-            ens = EnsembleSpec()  # the flows' default target ensemble, so that they share its cache
-            target = target_ensemble(theory, context.entry, context.out, n_configs=spec.target_samples,
-                                     chains=ens.chains, n_therm=ens.n_therm, separation=ens.separation,
-                                     progress=context.progress)
+        target = target_configurations(theory, context, spec.target_samples)
         chain = run_nets(theory, drift, n_samples=spec.n_samples, n_steps=spec.n_steps,
                          diffusivity=spec.diffusivity, power=spec.drift.schedule_power, batch=spec.batch,
                          seed=context.seed, dtype=context.dtype, device=context.device, progress=context.progress,
