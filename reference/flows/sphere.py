@@ -83,7 +83,7 @@ from torch import nn
 from reference.flows.couplings import ConvNet
 from reference.flows.models import Flow
 from reference.flows.priors import field_prior
-from reference.flows.splines import rational_quadratic_spline
+from reference.flows.splines import SplineParameters, rational_quadratic_spline
 from reference.flows.transforms import Bijection, Sequential
 from reference.flows.u1 import CircularSpline
 from suite.fields import ProjectiveSpace, SphereSpace
@@ -111,16 +111,10 @@ def _sqrt(v: torch.Tensor) -> torch.Tensor:
     return torch.where(positive, torch.where(positive, v, 1.0).sqrt(), 0.0)
 
 
-class IntervalSpline:
+class IntervalSpline(SplineParameters):
     """A monotone rational-quadratic spline of [−1, 1] onto itself with free end slopes; parameters
     (..., 3K+1) = (width logits K, height logits K, interior derivative logits K−1, end derivative
     logits 2). Inputs are clamped into [−1, 1] (round-off of |s| = 1)."""
-
-    def __init__(self, n_bins: int = 8):
-        if n_bins < 1:
-            raise ValueError(f"n_bins must be >= 1, got {n_bins}")
-        self.n_bins = int(n_bins)
-        self.n_params = 3 * self.n_bins + 1
 
     def __call__(self, x, p, inverse=False):
         k = self.n_bins

@@ -93,3 +93,14 @@ def rational_quadratic_spline(x, widths, heights, derivatives, *, bound: float, 
     ladj = torch.log(s * s * (d1 * xi * xi + 2 * s * t + d0 * (1 - xi) ** 2)) - 2 * torch.log(den)
     out = x0 + xi * w if inverse else y0 + h * (s * xi * xi + d0 * t) / den
     return torch.where(inside, out, x), torch.where(inside, -ladj if inverse else ladj, torch.zeros_like(ladj))
+
+
+class SplineParameters:
+    """Base of the spline maps: ``n_bins`` K ≥ 1 and ``n_params`` = 3K + 1 parameters per site (K width
+    and K height logits, interior and end derivative logits, and one more whose meaning the map states)."""
+
+    def __init__(self, n_bins: int = 8):
+        if n_bins < 1:
+            raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+        self.n_bins = int(n_bins)
+        self.n_params = 3 * self.n_bins + 1

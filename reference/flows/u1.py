@@ -51,7 +51,7 @@ from reference.flows.couplings import ConvNet
 from reference.flows.masks import LOOPS, gauge_layer_schedule, gauge_masks
 from reference.flows.models import Flow
 from reference.flows.priors import FieldPrior, field_prior
-from reference.flows.splines import rational_quadratic_spline
+from reference.flows.splines import SplineParameters, rational_quadratic_spline
 from reference.flows.transforms import Bijection, Sequential
 from suite.fields import TorusSpace, wrap_angle
 from suite.lattice import shift
@@ -108,15 +108,9 @@ class NCPMixture:
         return root, -self._mix(root, s, log_w)[1]
 
 
-class CircularSpline:
+class CircularSpline(SplineParameters):
     """x ↦ wrap(spline(x) + t), spline on [−π, π] with d_0 = d_K; parameters (..., 3K+1) =
     (width logits K, height logits K, interior derivative logits K−1, end derivative logit, t)."""
-
-    def __init__(self, n_bins: int = 8):
-        if n_bins < 1:
-            raise ValueError(f"n_bins must be >= 1, got {n_bins}")
-        self.n_bins = int(n_bins)
-        self.n_params = 3 * self.n_bins + 1
 
     def __call__(self, x, p, inverse=False):
         k = self.n_bins
