@@ -126,6 +126,26 @@ class StochasticNormalizingFlow(nn.Module):
         acceptance = torch.stack(acceptance) if acceptance else log_w.new_zeros(0)
         return x, log_w - action, acceptance
 
+    def reverse_log_weights(self, y: torch.Tensor, generator=None) -> torch.Tensor:
+        """log w (n,) of paths run backwards from configurations y (n, *field shape) of the target: y_K = y,
+        then x_{k−1} = g_k^{-1}(y_k) and, for k < K, y_k = T_k(x_k) (π_{b_k}-reversible, its own reversal),
+        with the forward weight of the module docstring evaluated on the path. For y ~ e^{−S}/Z the paths
+        follow the reverse path measure P_r and P_r/P_f = w/Z, so these are the SNF's log-weights at target
+        samples (forward ESS; EUBO = E_r[log w] = log Z + KL(P_r ‖ P_f)); E_r[1/w] = 1/Z."""
+        theory, space = self.theory, self.theory.field
+        log_w = -theory.action(y)
+        for k in range(len(self.blocks), 0, -1):
+            if k < len(self.blocks):
+                annealed = AnnealedTheory(theory, self.schedule[k])
+                action, log_q0 = theory.action(y), space.prior_log_prob(y)
+                before = annealed.combine(action, log_q0)  # S_{b_k}(x_k)
+                y, action, log_q0, _ = hmc_transition(theory, annealed, y, action, log_q0, self.step_size,
+                                                      self.n_leapfrog, generator)
+                log_w = log_w + before - annealed.combine(action, log_q0)  # S_{b_k}(x_k) − S_{b_k}(y_k)
+            y, inverse_ladj = self.blocks[k - 1].inverse(y)
+            log_w = log_w - inverse_ladj
+        return log_w - space.prior_log_prob(y)
+
 
 def build_snf(theory, *, n_blocks: int, model: str = "affine", hparams: dict | None = None,
               layers_per_block: int = 1, schedule_power: float = 2.0, step_size: float = 0.2,
@@ -164,10 +184,13 @@ class DissipatedWork(Objective):
 
 
 def snf_chain(snf: StochasticNormalizingFlow, *, n_samples: int, batch: int, seed: int,
-              progress: bool | None = None) -> Chain:
+              progress: bool | None = None, target: torch.Tensor | None = None) -> Chain:
     """``n_samples`` independent SNF samples, ``batch`` paths at a time, from a generator seeded with
     ``seed`` (as `reference.ais.run_ais`, so identity blocks give AIS's log w): a `Chain` of one
-    replicum with y_K's observables and the log-weights (1, N), the acceptance and evaluation counts."""
+    replicum with y_K's observables and the log-weights (1, N), the acceptance and evaluation counts.
+    With ``target`` configurations (M, *field shape), also the log-weights of the reverse paths from
+    them (`StochasticNormalizingFlow.reverse_log_weights`, their own stream, seeded ``seed`` + 1 as
+    `reference.ais.run_ais` does) as ``target_log_weights`` (M,)."""
     ref = next(snf.parameters())
     generator = torch.Generator(device=ref.device).manual_seed(seed)
     layers, n_blocks = sum(len(block.bijections) for block in snf.blocks), len(snf.blocks)
@@ -177,9 +200,16 @@ def snf_chain(snf: StochasticNormalizingFlow, *, n_samples: int, batch: int, see
     def draw(n):
         return snf.sample_with_weights(n, generator)
 
-    return weighted_chain(
+    chain = weighted_chain(
         draw, snf.theory, n_samples=n_samples, batch=batch, name="SNF", progress=progress,
         info={"n_samples": n_samples, "n_blocks": n_blocks, "layers_per_block": layers // n_blocks,
               "n_leapfrog": snf.n_leapfrog, "step_size": snf.step_size, "batch": batch, "seed": seed,
               "dtype": str(ref.dtype).removeprefix("torch."), "flow_layers_per_sample": layers},
         action_evaluations=actions, force_evaluations=forces)
+    if target is not None:
+        reverse = torch.Generator(device=ref.device).manual_seed(seed + 1)
+        target = target.to(device=ref.device, dtype=snf.theory.field.field_dtype(ref.dtype))
+        with torch.no_grad():
+            chain.target_log_weights = torch.cat([snf.reverse_log_weights(part, reverse)
+                                                  for part in target.split(batch)]).cpu().numpy()
+    return chain

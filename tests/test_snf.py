@@ -114,13 +114,61 @@ def test_log_z_is_exact_before_and_after_training_which_lowers_the_dissipated_wo
     assert ess_after - ess_before > 4 * math.hypot(*errors) and ess_after > 0.8, (ess_before, ess_after, errors)
 
 
+def exact_free_samples(theory, n, seed):
+    """n exact samples of a free scalar theory (its action is ½ xᵀ K x; K read off the linear force)."""
+    v = theory.volume
+    kernel = theory.force(torch.eye(v, dtype=torch.float64).reshape(v, *theory.lattice)).reshape(v, v)
+    z = torch.randn(n, v, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    return (z @ torch.linalg.cholesky(torch.linalg.inv(kernel)).T).reshape(-1, *theory.lattice)
+
+
+def test_reverse_paths_from_target_samples_weigh_the_reverse_path_measure():
+    """The SNF run backwards from exact free-field samples: with identity blocks its log-weights are AIS's
+    reverse ones (same noise); one block moved off the identity (no stochastic step) gives back the
+    forward weight of the path that made y; a trained SNF satisfies E_r[1/w] = 1/Z, so log mean(1/w)
+    estimates −log Z, while samples of a field 5 % too wide fail that check; EUBO ≥ log Z."""
+    from reference.ais import reverse_ais_log_weights
+
+    x, log_z = exact_free_samples(FREE, 8000, 5), free_scalar_exact(FREE)["log_z"]
+    flow = snf(FREE, "affine", n_blocks=4, layers_per_block=2, step_size=0.3, n_leapfrog=2)
+    with torch.no_grad():
+        identity = flow.reverse_log_weights(x[:500], torch.Generator().manual_seed(6))
+    ais = reverse_ais_log_weights(FREE, flow.schedule, x[:500], step_size=0.3, n_leapfrog=2,
+                                  generator=torch.Generator().manual_seed(6))
+    np.testing.assert_allclose(identity.numpy(), ais.numpy(), rtol=0, atol=1e-11)
+
+    single = snf(FREE, "affine", n_blocks=1, layers_per_block=2)
+    perturb(single, scale=0.2)
+    with torch.no_grad():
+        y, forward, _ = single.sample_with_weights(64, torch.Generator().manual_seed(2))
+        np.testing.assert_allclose(single.reverse_log_weights(y).numpy(), forward.numpy(), rtol=0, atol=1e-10)
+    assert forward.std() > 0.1  # the moved layers act
+
+    train(flow, DissipatedWork(flow), batch_size=64, lr=3e-3, budget=Budget(steps=60), seed=1, progress=False)
+
+    def pull(configs):
+        with torch.no_grad():
+            log_w = flow.reverse_log_weights(configs, torch.Generator().manual_seed(6)).numpy()
+        assert log_w.mean() > log_z - 4 * log_w.std() / len(log_w) ** 0.5  # EUBO ≥ log Z
+        value, error = stats.log_mean_weight(-log_w)
+        return (value + log_z) / error
+
+    assert abs(pull(x)) < 4 and pull(1.05 * x) > 4
+    chain = snf_chain(flow, n_samples=64, batch=64, seed=1, target=x[:256])
+    assert chain.target_log_weights.shape == (256,)
+
+
 def test_snf_sampler_on_phi4_runs_through_run_report_and_compare(tmp_path, capsys):
     out = tmp_path / "results"
     assert main(["run", "--entry", "phi4/free/L8", "--sampler", "snf", "--n-blocks", "6", "--n-leapfrog", "2",
                  "--step-size", "0.3", "--hparams", '{"hidden": [4]}', "--train-steps", "20", "--batch-size", "16",
-                 "--n-samples", "2000", "--batch", "1000", "--seed", "1", "--out", str(out)]) == 0
+                 "--n-samples", "2000", "--batch", "1000", "--target-samples", "256", "--seed", "1",
+                 "--out", str(out)]) == 0
     (row,) = read_rows(out)
     assert row.dtype == "float64" and row.sampler["model"] == "affine" and row.sampler["schedule_power"] == 2.0
+    forward = row.metrics["forward_ess"]
+    assert forward["n_samples"] == 256 and 0 < forward["value"] <= 1 and list((out / "ensembles").iterdir())
+    assert row.metrics["eubo"]["value"] > row.reference["log_z"]["value"] - 4 * row.metrics["eubo"]["error"]
     assert row.training["steps"] == 20 and row.training["objective"] == "dissipated-work"
     assert row.training["n_parameters"] > 0 and 0 < row.timings["training"] == row.training["seconds"]
     assert row.training["evaluations"] == 20 * 16 * 2 * 26  # steps × batch × (forward + backward) × per path

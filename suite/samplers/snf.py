@@ -11,7 +11,10 @@ for ``train_steps`` steps of ``batch_size`` paths (AdamW, learning rate ``lr``, 
 the dissipated work mean(−log w), gradients through the accepted proposals. Then ``n_samples``
 paths (``batch`` at a time, from the task's seed) give the chain: the final configurations'
 observables and their log-weights log w = −S(y_K) − log q_0(x_0) + Σ log|det J| + Σ (heat of the
-HMC steps), exact (E[w] = Z) for any trained parameters. The row's ``sampler_info`` records the
+HMC steps), exact (E[w] = Z) for any trained parameters. ``target_samples = M`` runs the trained SNF
+backwards from M configurations of the target (the cached HMC ensemble that ``ais`` and ``nets`` use:
+inverse flow layers and the same HMC steps in reverse order) and records those paths' log-weights,
+from which the row gets the forward ESS and the EUBO. The row's ``sampler_info`` records the
 acceptance and the action, force and flow-layer evaluations per sample; its timings the training
 seconds; its training summary the training's action + force evaluations (per path twice a sample's:
 backpropagation included).
@@ -22,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from suite.samplers import register
-from suite.samplers.base import RunContext, Sampler, weight_columns
+from suite.samplers.base import RunContext, Sampler, target_configurations, weight_columns
 from suite.samplers.spec import option
 
 
@@ -41,6 +44,9 @@ class SNFSpec:
     batch_size: int = option(64, min=2, help="training batch (paths)")
     lr: float = option(1e-3, above=0, help="AdamW learning rate (cosine schedule)")
     batch: int = option(1024, min=1, help="paths advanced together when sampling")
+    target_samples: int = option(0, min=0, help="HMC configurations of the target (the flow sampler's default "
+                                                "ensemble settings) to run the SNF backwards from, for the "
+                                                "forward ESS and EUBO (0: none)")
 
     def check(self) -> None:
         from reference.snf import check_block_model
@@ -79,9 +85,10 @@ class SNF(Sampler):
                                       seed=rank_seed(context.seed, 0, TRAINING), progress=context.progress)
         atomic_save(snf.state_dict(), context.run_dir / "model.pt")
         snf.eval()
+        target = target_configurations(theory, context, spec.target_samples)
         with model_phase(spec.model, "sampling"):
             chain = snf_chain(snf, n_samples=spec.n_samples, batch=spec.batch, seed=context.seed,
-                              progress=context.progress)
+                              progress=context.progress, target=target)
         chain.info.update(model=spec.model, schedule_power=spec.schedule_power, train_steps=log.steps)
         chain.timings["training"] = log.seconds
         training = {"objective": DissipatedWork.name, **log.totals(),
