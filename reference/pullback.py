@@ -39,6 +39,14 @@ class PulledBackTheory:
         """x = f(z)."""
         return self.flow.transform(z)[0]
 
+    def pull(self, x: torch.Tensor) -> torch.Tensor:
+        """z = f^{-1}(x) (x ~ e^{−S}/Z gives z ~ π); ValueError for a flow without an inverse pass."""
+        inverse = getattr(self.flow.transform, "inverse", None)
+        try:
+            return inverse(x)[0]
+        except (TypeError, NotImplementedError):
+            raise ValueError(f"{type(self.flow).__name__} has no inverse pass to pull target samples back") from None
+
     def action(self, z: torch.Tensor) -> torch.Tensor:
         x, ladj = self.flow.transform(z)
         return self.theory.action(x) - ladj

@@ -364,17 +364,22 @@ class Flow(Sampler):
     def _target_log_weights(self, spec: FlowSpec, model, theory, context: RunContext):
         """log w at the folder's cached target ensemble of the entry (`suite.harness.ensembles`)."""
         from suite.flow_sampling import target_log_weights
-        from suite.harness.ensembles import target_ensemble
 
         if not callable(getattr(model, "log_prob", None)):
             raise UsageError(f"model {spec.model!r} has no log_prob(x), which target_samples needs")
-        ens = spec.ensemble
-        configs = target_ensemble(theory, context.entry, context.out, n_configs=spec.target_samples,
-                                  chains=ens.chains, n_therm=ens.n_therm, separation=ens.separation,
-                                  progress=context.progress)
+        configs = self._target_configurations(spec, theory, context)
         with model_phase(spec.model, "evaluation"):
             return target_log_weights(model, theory, configs.to(context.device), spec.sample_batch,
                                       context.dtype)
+
+    def _target_configurations(self, spec: FlowSpec, theory, context: RunContext):
+        """``target_samples`` configurations of the folder's cached target ensemble (``ensemble`` settings)."""
+        from suite.harness.ensembles import target_ensemble
+
+        ens = spec.ensemble
+        return target_ensemble(theory, context.entry, context.out, n_configs=spec.target_samples,
+                               chains=ens.chains, n_therm=ens.n_therm, separation=ens.separation,
+                               progress=context.progress)
 
     def run(self, spec: FlowSpec, theory, context: RunContext):
         import torch

@@ -12,15 +12,17 @@ steps of ``step_size`` at each intermediate b_k, and the sample x = f(z_{K−1})
 normalised like a flow's (E[w] = Z). K = 1 is the flow's own reweighting; a larger K trades
 sampling cost for ESS without retraining, the "cheap flow corrected by Monte Carlo" arm of a
 transport-versus-quality comparison. Evaluation counts (``sampler_info``) are those of S, as for
-``ais``: each also costs a flow pass (not counted). Not with ``target_samples`` (the marginal density
-of an AIS sample is not tractable, so there is no forward ESS from target samples) and not distributed.
+``ais``: each also costs a flow pass (not counted). ``target_samples = M`` pulls M configurations of the
+target ensemble back through the flow's inverse, z = f^{-1}(x) ~ π, and runs the latent AIS backwards
+from them (`reference.ais.reverse_ais_log_weights`, the stream seeded with the seed + 1 as ``ais``
+does): the reverse paths' log-weights give the forward ESS and EUBO. Not distributed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from suite.errors import UsageError
+from suite.errors import UsageError, model_phase
 from suite.samplers import register
 from suite.samplers.ais import AISSpec
 from suite.samplers.base import RunContext
@@ -38,12 +40,6 @@ class FlowAISSpec(FlowSpec):
     n_leapfrog: int = option(_AIS.n_leapfrog, min=1, help="leapfrog steps of the HMC transition per temperature")
     step_size: float = option(_AIS.step_size, above=0, help="leapfrog step size (in the latent space)")
 
-    def check(self) -> None:
-        super().check()
-        if self.target_samples:
-            raise UsageError("flow-ais has no forward ESS from target samples (the density of an AIS sample is "
-                             "not tractable); set target_samples = 0")
-
 
 class FlowAIS(Flow):
     name = "flow-ais"
@@ -53,19 +49,43 @@ class FlowAIS(Flow):
     description = "a trained flow corrected by annealed importance sampling in its latent space"
     split_over_ranks = ()
 
-    def _sample(self, spec: FlowAISSpec, model, theory, context: RunContext):
+    @staticmethod
+    def _pulled(model, theory):
+        """The theory pulled back through the float64 flow (`reference.pullback`); one-line UsageError."""
         import torch
 
-        from reference.ais import run_ais
         from reference.pullback import PulledBackTheory
 
         try:
-            pulled = PulledBackTheory(theory, model.to(torch.float64).requires_grad_(False))
+            return PulledBackTheory(theory, model.to(torch.float64).requires_grad_(False))
         except ValueError as err:
             raise UsageError(f"flow-ais: {err}") from None
-        return run_ais(pulled, n_samples=spec.n_samples, n_temperatures=spec.n_temperatures,
+
+    def _sample(self, spec: FlowAISSpec, model, theory, context: RunContext):
+        from reference.ais import run_ais
+
+        return run_ais(self._pulled(model, theory), n_samples=spec.n_samples, n_temperatures=spec.n_temperatures,
                        power=spec.schedule_power, n_leapfrog=spec.n_leapfrog, step_size=spec.step_size,
                        batch=spec.sample_batch, seed=context.seed, device=context.device, progress=context.progress)
+
+    def _target_log_weights(self, spec: FlowAISSpec, model, theory, context: RunContext):
+        """log w of the latent AIS run backwards from the target ensemble pulled back, z = f^{-1}(x)."""
+        import torch
+
+        from reference.ais import power_schedule, reverse_ais_log_weights
+
+        pulled = self._pulled(model, theory)
+        configs = self._target_configurations(spec, theory, context).to(device=context.device, dtype=torch.float64)
+        schedule = power_schedule(spec.n_temperatures, spec.schedule_power)
+        generator = torch.Generator(device=context.device).manual_seed(context.seed + 1)
+        with model_phase(spec.model, "evaluation"):
+            try:
+                latent = [pulled.pull(part) for part in configs.split(spec.sample_batch)]
+            except ValueError as err:
+                raise UsageError(f"flow-ais --target-samples: {err}") from None
+            return torch.cat([reverse_ais_log_weights(pulled, schedule, z, step_size=spec.step_size,
+                                                      n_leapfrog=spec.n_leapfrog, generator=generator)
+                              for z in latent]).cpu().numpy()
 
     def run(self, spec: FlowAISSpec, theory, context: RunContext):
         from suite import distributed
