@@ -90,6 +90,31 @@ def test_run_report_and_resume(tmp_path, capsys):
     assert blocks["e"]["reference"]["phi2"]["provenance"].startswith("computed: hmc, 4 chains x 60")
 
 
+def test_rows_from_a_dirty_tree_are_named_loudly_in_the_report(tmp_path, monkeypatch):
+    """Provenance records the changed files and a hash of the diff; the report warns about those rows."""
+    from suite.harness import results
+
+    real_git = results._git
+    fake = {"status": " M suite/theories/phi4.py\n M README.md", "diff": "diff --git a/README.md b/README.md\n"}
+    out, clean = tmp_path / "results", tmp_path / "clean"
+    assert main(["run", "--entry", "phi4/free/L8", *TINY, "--seed", "1", "--out", str(clean)]) == 0
+    monkeypatch.setattr(results, "_git", lambda *args: fake.get(args[0], real_git(*args)))
+    assert main(["run", "--entry", "phi4/free/L8", *TINY, "--seed", "2", "--out", str(out)]) == 0
+    (row,) = read_rows(out)
+    assert row.provenance["git_dirty"] is True
+    assert row.provenance["git_changed_files"] == ["README.md", "suite/theories/phi4.py"]
+    assert len(row.provenance["git_diff_sha256"]) == 64
+    monkeypatch.setattr(results, "_git", real_git)
+    (clean_row,) = read_rows(clean)
+    if clean_row.provenance["git_dirty"] is False:  # a checkout with uncommitted changes makes both dirty
+        assert main(["report", str(clean), "--out", str(tmp_path / "clean-report")]) == 0
+        assert "uncommitted" not in (tmp_path / "clean-report" / "report.md").read_text()
+    assert main(["report", str(clean), str(out), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "run(s) were made from a working tree with uncommitted changes" in report
+    assert "README.md, suite/theories/phi4.py" in report and row.provenance["git_diff_sha256"][:12] in report
+
+
 def test_a_failed_task_keeps_earlier_rows_the_study_goes_on_and_torn_lines_are_ignored(tmp_path, monkeypatch,
                                                                                       capsys):
     from suite.samplers.hmc import HMC

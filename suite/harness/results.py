@@ -4,6 +4,8 @@ Rows themselves are read and written by `suite.harness.rows`."""
 
 from __future__ import annotations
 
+import hashlib
+
 import os
 import platform
 import subprocess
@@ -51,10 +53,14 @@ def provenance() -> dict:
         except metadata.PackageNotFoundError:
             versions[name] = None
     status = _git("status", "--porcelain", "--untracked-files=no")
+    diff = _git("diff", "HEAD") if status else None
     return {
         "command": COMMAND,
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": None if status is None else bool(status),
+        # what the uncommitted changes were: the tracked files and a hash of `git diff HEAD`
+        "git_changed_files": sorted(line[3:] for line in status.splitlines()) if status else [],
+        "git_diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None,
         "packages": versions,
         "python": sys.version.split()[0],
         "host": platform.node(),

@@ -127,6 +127,27 @@ def _unfinished_section(rows) -> list[str]:
     return ["## Runs that did not finish", "", to_markdown(pd.DataFrame.from_records(records)), ""]
 
 
+def _dirty_tree_warning(rows) -> list[str]:
+    """A loud paragraph naming the rows made from a working tree with uncommitted changes (their
+    numbers cannot be reproduced from a commit), and rows whose git state was not recorded."""
+    dirty = [r for r in rows if r.provenance.get("git_dirty")]
+    unknown = [r for r in rows if r.provenance.get("git_dirty") is None]
+    lines = []
+    if dirty:
+        records = [{"entry": r.entry, "sampler": r.plugin.describe(r.sampler), "seed": r.seed,
+                    "commit": str(r.provenance.get("git_commit"))[:10],
+                    "changed files": ", ".join(r.provenance.get("git_changed_files") or []) or "(not recorded)",
+                    "diff sha256": str(r.provenance.get("git_diff_sha256") or "(not recorded)")[:12]}
+                   for r in dirty]
+        lines += [f"**Warning: {len(dirty)} of {len(rows)} run(s) were made from a working tree with uncommitted "
+                  f"changes; their numbers cannot be reproduced from a commit.**", "",
+                  to_markdown(pd.DataFrame.from_records(records)), ""]
+    if unknown:
+        lines += [f"**Warning: {len(unknown)} of {len(rows)} run(s) have no recorded git state** (run outside a "
+                  f"git checkout).", ""]
+    return lines
+
+
 def _commands(rows, results_folders, out: Path) -> list[str]:
     """The commands that made the rows (their provenance, where recorded) and this report."""
     runs = sorted({r.provenance["command"] for r in rows if r.provenance.get("command")})
@@ -160,6 +181,7 @@ def build_report(results_folders, out, *, target_ess: float = 0.1, n_independent
         f"catalogue version(s): {', '.join(sorted({str(r.catalogue_version) for r in rows}))}; "
         f"git commit(s): {', '.join(commits)}.",
         "",
+        *_dirty_tree_warning(rows),
         *_commands(rows, results_folders, out),
         "Errors are statistical: Wolff's Γ-method (S = 1.5, chains as replica) for Markov chains, "
         "τ_int = ½ + Σ_{t≥1} ρ(t) in trajectories (flow-mh: proposals); reweighted means with delta-method "
