@@ -150,7 +150,7 @@ class GaugeEquivariantCoupling(Bijection):
 
     def conditioner_input(self, plaq: torch.Tensor) -> torch.Tensor:
         """cos, sin of the frozen loops (zero elsewhere): (B, L0, L1) -> (B, 2 or 6, L0, L1)."""
-        loops, masks = [plaq.unsqueeze(1)], [self.frozen_plaq.expand(1, -1, -1)]
+        loops, masks = [plaq.unsqueeze(1)], [self.frozen_plaq]
         if self.use_rectangles:
             loops.append(rectangle_angles(plaq))
             masks.append(self.frozen_rect)
@@ -190,7 +190,7 @@ def build_u1_equivariant(theory, n_layers=16, transform="ncp", n_mixture=6, n_bi
     if loops not in LOOPS:
         raise ValueError(f"unknown loops {loops!r}; expected one of {', '.join(LOOPS)}")
     layers = []
-    for mu, offset in gauge_layer_schedule(lattice, n_layers):
+    for mu, _, offset in gauge_layer_schedule(lattice, n_layers):
         circle_map = NCPMixture(n_mixture) if transform == "ncp" else CircularSpline(n_bins)
         rect = loops == "plaquette+rectangle"
         net = ConvNet(6 if rect else 2, hidden, circle_map.n_params, kernel_size, dim=2, final_tanh=False)
