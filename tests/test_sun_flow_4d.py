@@ -132,6 +132,26 @@ def test_deep_float32_stacks_stay_unitary():
     assert (x.mH @ x - torch.eye(3)).abs().max() < 1e-5 and (torch.linalg.det(x) - 1).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_registered_build_and_haar_prior(n):
+    """The registered 4D model draws its prior from the theory's field space: links in SU(N), log p = 0,
+    the Haar moments E Tr U = 0 and E |Tr U|² = 1 (8192 links, pulls < 4)."""
+    from suite.models import build_model
+
+    theory = SUNGauge((4, 4, 4, 4), n, 2.0)
+    flow = build_model("sun-equivariant", theory, {"n_layers": 2})
+    assert flow.prior.field is theory.field
+    z = flow.prior.sample(8, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    assert z.shape == (8, 4, 4, 4, 4, 4, n, n) and (flow.prior.log_prob(z) == 0).all()
+    assert (z.mH @ z - torch.eye(n)).abs().max() < 1e-12 and (torch.linalg.det(z) - 1).abs().max() < 1e-12
+    trace = torch.diagonal(z, dim1=-2, dim2=-1).sum(-1).flatten()
+    for values, mean in [(trace.real, 0.0), (trace.imag, 0.0), (trace.abs() ** 2, 1.0)]:
+        assert abs(values.mean() - mean) < 4 * values.std() / len(values) ** 0.5
+    x, log_q = flow.sample(2)
+    assert x.dtype == torch.complex64 and x.shape == (2, *theory.field.shape) and torch.isfinite(log_q).all()
+    assert torch.isfinite(theory.action(x)).all()
+
+
 def test_lftbench_run_trains_through_the_cli(tmp_path):
     from suite.cli import main
 

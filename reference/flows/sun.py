@@ -17,7 +17,8 @@ dimensions) replaces it, and the link moves as U′_μ(x) = W′ W† U_μ(x) (t
 that the active loop becomes W′. Since W′ = exp(iH(W)) W, the update is U′ = exp(iH(W)) U, H ∈ su(N) a
 polynomial in W, W†, and it is computed so (`SpectralMap.rotation`; the inverse U = exp(−iH(W)) U′ at
 the solved W): the links stay unitary to round-off at any depth, where W′W†U would pass the
-non-unitarity of the loop's four links on to U′ and let it grow geometrically layer by layer. The conditioner sees only gauge-invariant features of frozen loops: (1/N) Re and
+non-unitarity of the loop's four links on to U′ and let it grow geometrically layer by layer.
+The conditioner sees only gauge-invariant features of frozen loops: (1/N) Re and
 Im of Tr W and Tr W² of the frozen plaquettes of all d(d−1)/2 planes (4 channels per plane, zero on
 the other sites), with ``loops="plaquette+rectangle"`` also of the frozen 2×1 loops of both
 orientations in every plane (8 more per plane). Per layer the Jacobian is block triangular: an active

@@ -145,12 +145,12 @@ class GaugeEquivariantCoupling(Bijection):
         active, frozen_plaq, frozen_rect = gauge_masks(lattice, mu, offset)
         self.register_buffer("plaq_sites", active.flatten().nonzero().squeeze(1), persistent=False)
         self.register_buffer("link_sites", mu * active.numel() + self.plaq_sites, persistent=False)
-        self.register_buffer("frozen_plaq", frozen_plaq.float(), persistent=False)
+        self.register_buffer("frozen_plaq", frozen_plaq[0].float(), persistent=False)  # the one plane
         self.register_buffer("frozen_rect", frozen_rect.float(), persistent=False)
 
     def conditioner_input(self, plaq: torch.Tensor) -> torch.Tensor:
         """cos, sin of the frozen loops (zero elsewhere): (B, L0, L1) -> (B, 2 or 6, L0, L1)."""
-        loops, masks = [plaq.unsqueeze(1)], [self.frozen_plaq]
+        loops, masks = [plaq.unsqueeze(1)], [self.frozen_plaq.expand(1, -1, -1)]
         if self.use_rectangles:
             loops.append(rectangle_angles(plaq))
             masks.append(self.frozen_rect)
