@@ -162,8 +162,8 @@ def test_flows_on_other_lattice_dimensions():
     for lattice in [(2,), (5,), (2, 4, 4)]:
         x, log_q = build("hybrid", SimpleNamespace(lattice=lattice), n_affine=2, n_spline=2).sample(2)
         assert x.shape == (2, *lattice) and torch.isfinite(log_q).all()
-    with pytest.raises(ValueError, match="dimensions 1-3"):
-        build("affine", SimpleNamespace(lattice=(2, 2, 2, 2)))
+    with pytest.raises(ValueError, match="dimensions 1-4"):
+        build("affine", SimpleNamespace(lattice=(2, 2, 2, 2, 2)))
 
 
 def test_unknown_name_and_hparam_errors():

@@ -310,8 +310,8 @@ def test_registered_build_and_errors():
             build_sun_equivariant(theory, **options)
     with pytest.raises(ValueError, match="n_harmonics must be an integer >= 1 and <= 16"):
         build("sun-equivariant", theory, n_harmonics=0)
-    with pytest.raises(ValueError, match="two-dimensional"):
-        build("sun-equivariant", SUNGauge((4, 4, 4, 4), 2, 2.0))
+    with pytest.raises(ValueError, match="d = 2, 3, 4"):
+        build("sun-equivariant", SimpleNamespace(lattice=(4,), n=2))
     with pytest.raises(ValueError, match="divisible"):
         build("sun-equivariant", SUNGauge((5, 4), 2, 2.0))
     with pytest.raises(ValueError, match="SU\\(N\\) theory"):

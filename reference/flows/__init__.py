@@ -1,5 +1,5 @@
 """The reference models: normalizing flows for scalar fields (B, *lattice), U(1) links (B, 2, L0, L1),
-SU(N) links (B, 2, L0, L1, N, N), O(3) spins (B, *lattice, 3) and CP(N−1) fields (B, *lattice, N), and
+SU(N) links (B, d, *lattice, N, N), O(3) spins (B, *lattice, 3) and CP(N−1) fields (B, *lattice, N), and
 a joint model of U(1) links and pseudofermions.
 
 ``REGISTRY`` is the one list of reference models: name -> `ModelEntry` (its factory
@@ -63,7 +63,7 @@ from suite.errors import UsageError
 
 FIELDS = {"scalar": "real scalar fields (B, *lattice), prior N(0, 1)",
           "u1": "U(1) link angles (B, 2, L0, L1) in (−π, π], Haar prior",
-          "sun": "SU(N) links (B, 2, L0, L1, N, N), complex, Haar prior",
+          "sun": "SU(N) links (B, d, *lattice, N, N), complex, Haar prior",
           "schwinger": "U(1) link angles (B, 2, L0, L1) of a theory with Wilson fermions (kappa), Haar prior, "
                        "and pseudofermions (B, L0, L1, 2) drawn given the links",
           "on": "O(3) spins (B, *lattice, 3), unit vectors, uniform prior on S²",
@@ -120,7 +120,7 @@ REGISTRY: dict[str, ModelEntry] = {e.name: e for e in [
               "gauge-equivariant continuous flow for 2D U(1), Wilson-loop potential velocity",
               loops=Choice(choices=LOOPS), n_harmonics=Int(min=1), n_time=Int(min=1), **_ODE),
     _register("sun-equivariant", build_sun_equivariant, "sun",
-              "gauge-equivariant plaquette couplings for 2D SU(N), spectral maps (arXiv:2008.05456)",
+              "gauge-equivariant plaquette couplings for SU(N) in d = 2, 3, 4, spectral maps (arXiv:2008.05456)",
               n_layers=Int(min=1), n_harmonics=Int(min=1, max=16), **_CONV, loops=Choice(choices=LOOPS)),
     _register("schwinger-pf-flow", build_schwinger_pf_flow, "schwinger",
               "U(1) flow q(U) with a gauge-covariant pseudofermion map q(φ|U), φ = M[U]χ (arXiv:2207.08945)",

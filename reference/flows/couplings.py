@@ -22,26 +22,55 @@ from torch import nn
 from reference.flows.splines import rational_quadratic_spline
 from reference.flows.transforms import Bijection
 
-CONVOLUTIONS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+CONVOLUTIONS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}  # torch's; periodic with padding_mode="circular"
+
+
+class PeriodicConv4d(nn.Conv3d):
+    """A 4D convolution with periodic boundaries and kernel k⁴ (k odd), which torch lacks, as one Conv3d.
+
+    (B, C, L0, L1, L2, L3) -> (B, C_out, L0, L1, L2, L3): the k copies of the input shifted along axis 0,
+    x(· + (j − k//2)·0̂) for j = 0 … k−1, become k·C input channels (channel c·k + j) of a Conv3d with
+    circular padding over axes 1-3, applied to every slice x_0 alike. So
+    out(x) = bias + Σ_{j, c} Σ_{s ∈ {0…k−1}³} w[·, c·k + j, s] in_c(x + (j, s) − k//2): the cross-correlation
+    of `torch.nn.Conv3d`'s convention in four dimensions, with the parameter count and fan-in of a Conv4d.
+    Same constructor as the torch convolutions here (``padding`` must be k//2, ``padding_mode`` circular).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int | None = None,
+                 padding_mode: str = "circular"):
+        if kernel_size % 2 == 0 or padding not in (None, kernel_size // 2) or padding_mode != "circular":
+            raise ValueError("PeriodicConv4d needs an odd kernel_size, padding kernel_size // 2 and circular padding")
+        super().__init__(in_channels * kernel_size, out_channels, kernel_size, padding=kernel_size // 2,
+                         padding_mode="circular")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size[0]
+        b, c, l0, *rest = x.shape
+        shifted = torch.stack([torch.roll(x, k // 2 - j, 2) for j in range(k)], 2)  # (B, C, k, L0, L1, L2, L3)
+        out = super().forward(shifted.permute(0, 3, 1, 2, 4, 5, 6).reshape(b * l0, c * k, *rest))
+        return out.view(b, l0, -1, *rest).transpose(1, 2)
+
+
+CONVNET_LAYERS = {**CONVOLUTIONS, 4: PeriodicConv4d}
 
 
 class ConvNet(nn.Sequential):
     """Convolutions with circular padding (periodic lattice), LeakyReLU between, optional final Tanh.
 
     (B, in_channels, *lattice) -> (B, out_channels, *lattice) for lattice dimension ``dim``
-    (1, 2 or 3); as ``make_conv_net`` of the 2021 tutorial (arXiv:2101.08176).
+    (1 … 4; 4 through `PeriodicConv4d`); as ``make_conv_net`` of the 2021 tutorial (arXiv:2101.08176).
     """
 
     def __init__(self, in_channels: int, hidden, out_channels: int, kernel_size: int = 3, *,
                  dim: int = 2, final_tanh: bool = True):
-        if dim not in CONVOLUTIONS:
-            raise ValueError(f"convolutional conditioners support lattice dimensions 1-3, got {dim}")
+        if dim not in CONVNET_LAYERS:
+            raise ValueError(f"convolutional conditioners support lattice dimensions 1-4, got {dim}")
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (the output keeps the lattice shape), got {kernel_size}")
         sizes = [in_channels, *hidden, out_channels]
         layers = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(CONVOLUTIONS[dim](a, b, kernel_size, padding=kernel_size // 2, padding_mode="circular"))
+            layers.append(CONVNET_LAYERS[dim](a, b, kernel_size, padding=kernel_size // 2, padding_mode="circular"))
             if i < len(sizes) - 2:
                 layers.append(nn.LeakyReLU())
             elif final_tanh:

@@ -4,12 +4,15 @@ Every mask is a boolean tensor of shape ``lattice``, True on the active sites; t
 are its complement. ``layer_mask(kind, lattice, i)`` alternates the parity from layer to layer so
 that consecutive couplings update complementary halves.
 
-`gauge_masks` are the stripes of the 2D gauge-equivariant plaquette couplings (U(1) and SU(N),
-Kanwar et al. 2020): for links of direction μ, ν = 1 − μ, an offset o and the period p along axis ν
-(`stripe_period`), active links U_μ(x) with x_ν ≡ o (mod p); active plaquettes at x_ν ≡ o (each holds
-one active link, the one at x); passive plaquettes at x_ν ≡ o − 1 (they hold an active link but
-change only as a consequence); frozen plaquettes elsewhere (no active link). A 2×1 loop
-R_a(x) (plaquettes x and x + â) is frozen when no active link lies on its perimeter.
+`gauge_masks` are the stripes of the gauge-equivariant plaquette couplings (U(1) and SU(N),
+Kanwar et al. 2020; in d dimensions the same stripes in one plane): for links of direction μ, a second
+direction ν of the plane (μ, ν) (in 2D ν = 1 − μ), an offset o and the period p along axis ν
+(`stripe_period`), active links U_μ(x) with x_ν ≡ o (mod p), every other coordinate free; active
+plaquettes U_μν(x) at the same sites (each holds one active link, the one at x; its other three links
+are never active); passive plaquettes: the other loops holding an active link (in the plane (μ, ν) at
+x_ν ≡ o − 1, in the planes (μ, ρ), ρ ≠ ν, at x_ν ≡ o); they change only as a consequence. Frozen
+plaquettes and 2×1 loops R (`reference.flows.loops`): no active link lies on them, so the layer
+leaves them unchanged (the loops of planes without μ are always frozen).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import NamedTuple
 
 import torch
 
+from reference.flows.loops import at, path_links, planes, plaquette_path, rectangle_paths
 from suite.lattice import checkerboard
 
 
@@ -53,7 +57,7 @@ def layer_mask(kind: str, lattice, i: int) -> torch.Tensor:
 
 
 
-LOOPS = ("plaquette", "plaquette+rectangle")  # the frozen loops a 2D gauge coupling's conditioner sees
+LOOPS = ("plaquette", "plaquette+rectangle")  # the frozen loops a gauge coupling's conditioner sees
 
 
 def stripe_period(extent: int) -> int:
@@ -65,38 +69,59 @@ def stripe_period(extent: int) -> int:
 
 
 class GaugeMasks(NamedTuple):
-    """Boolean masks of a 2D plaquette coupling: ``active`` (L0, L1) (active links of direction μ and
-    active plaquettes at the same sites), ``frozen_plaquettes`` (L0, L1), ``frozen_rectangles`` (2, L0, L1)."""
+    """Boolean masks of a plaquette coupling on a d-dimensional lattice: ``active`` (*lattice) (active
+    links of direction μ and active plaquettes of the plane (μ, ν) at the same sites),
+    ``frozen_plaquettes`` (P, *lattice) and ``frozen_rectangles`` (2P, *lattice), P = d(d−1)/2, in the
+    order of `reference.flows.loops` (planes a < b; per plane the long side along a, then b)."""
 
     active: torch.Tensor
     frozen_plaquettes: torch.Tensor
     frozen_rectangles: torch.Tensor
 
 
-def gauge_masks(lattice, mu: int, offset: int) -> GaugeMasks:
-    """The stripes (module docstring) of direction ``mu`` and ``offset`` on a 2D ``lattice``."""
+def gauge_masks(lattice, mu: int, offset: int, nu: int | None = None) -> GaugeMasks:
+    """The stripes (module docstring) of direction ``mu`` in the plane (``mu``, ``nu``) and ``offset``
+    on a d-dimensional ``lattice``; ``nu`` may be omitted in 2D (ν = 1 − μ). A loop is frozen when
+    no active link lies on it (`reference.flows.loops.path_links`)."""
     lattice = tuple(int(n) for n in lattice)
-    nu = 1 - mu
+    d = len(lattice)
+    if nu is None:
+        if d != 2:
+            raise ValueError(f"the plane (mu, nu) of a coupling must be given for d = {d}")
+        nu = 1 - mu
+    if not (0 <= mu < d and 0 <= nu < d and mu != nu):
+        raise ValueError(f"need two different directions mu, nu < {d}, got {mu}, {nu}")
     period = stripe_period(lattice[nu])
-    n = torch.arange(lattice[nu])
-    shape = [1, 1]
+    shape = [1] * d
     shape[nu] = -1
+    active = ((torch.arange(lattice[nu]) - offset) % period == 0).view(shape).expand(lattice)
 
-    def rows(step):  # (x_ν + step) ≡ offset (mod period), broadcast to the lattice
-        return (((n + step - offset) % period) == 0).view(shape).expand(lattice)
+    def frozen(path):
+        hit = torch.zeros(lattice, dtype=torch.bool)
+        for axis, step in path_links(path, d):
+            if axis == mu:
+                hit = hit | at(active.unsqueeze(0), step)[0]
+        return ~hit
 
-    active = rows(0)
-    frozen_rect = torch.stack([~(active | rows(2 if a == nu else 1)) for a in (0, 1)])
-    return GaugeMasks(active, ~(active | rows(1)), frozen_rect)
+    plaq = torch.stack([frozen(plaquette_path(a, b)) for a, b in planes(d)])
+    rect = torch.stack([frozen(path) for a, b in planes(d) for path in rectangle_paths(a, b)])
+    return GaugeMasks(active, plaq, rect)
 
 
-def gauge_layer_schedule(lattice, n_layers: int) -> list[tuple[int, int]]:
-    """(μ, offset) of each layer of a 2D plaquette-coupling stack: μ = i mod 2, offset (i // 2) mod p_μ
-    (the tutorial's ``make_u1_equiv_layers``); p_μ is the stripe period along axis 1 − μ."""
+def gauge_layer_schedule(lattice, n_layers: int) -> list[tuple[int, int, int]]:
+    """(μ, ν, offset) of each layer of a plaquette-coupling stack on a d-dimensional lattice, d ≥ 2.
+
+    Layer i acts on direction μ = i mod d and takes, cyclically, the (i // d)-th of the pairs
+    (ν, o) for ν = μ+1, μ+2, … (mod d), each with the offsets o = 0 … p_ν − 1 (p_ν the stripe period
+    along ν): every link of direction μ is updated once in its first p_ν layers, every link of the
+    lattice in the first d·max_ν p_ν layers. In 2D ν = 1 − μ and o = (i // 2) mod p_ν (the
+    tutorial's ``make_u1_equiv_layers``)."""
     lattice = tuple(int(n) for n in lattice)
-    if len(lattice) != 2:
-        raise ValueError(f"the gauge-equivariant plaquette couplings are two-dimensional, got lattice {list(lattice)}")
+    d = len(lattice)
+    if d < 2:
+        raise ValueError(f"the gauge-equivariant plaquette couplings need d >= 2, got lattice {list(lattice)}")
     if n_layers < 1:
         raise ValueError(f"a stack needs at least one coupling layer, got {n_layers}")
-    periods = [stripe_period(n) for n in lattice[::-1]]
-    return [(i % 2, (i // 2) % periods[i % 2]) for i in range(n_layers)]
+    cycles = [[(nu, o) for nu in ((mu + k) % d for k in range(1, d)) for o in range(stripe_period(lattice[nu]))]
+              for mu in range(d)]
+    return [(i % d, *cycles[i % d][(i // d) % len(cycles[i % d])]) for i in range(n_layers)]

@@ -171,6 +171,17 @@ class SpectralMap:
             return self._map(w, a, b), self.log_det(eigenphases(w), a, b)
         return self._inverse(w, a, b)
 
+    def rotation(self, w, params, inverse=False):
+        """(R, ladj): the left factor R ∈ SU(N) of the map applied, W_out = R W, and its ladj (as
+        ``__call__``): R = exp(iH(W)) forward, R = exp(−iH(W_out)) inverse at the solved W_out. An update
+        U′ = R U of a link U with W = U S keeps U′ unitary to round-off; U′ = W_out W† U would carry the
+        non-unitarity of every link of W into U′, an error that grows geometrically with depth."""
+        a, b = self.coefficients(params)
+        if not inverse:
+            return torch.linalg.matrix_exp(1j * self.generator(w, a, b)), self.log_det(eigenphases(w), a, b)
+        w_in, ladj = self._inverse(w, a, b)
+        return torch.linalg.matrix_exp(-1j * self.generator(w_in, a, b)), ladj
+
     def _phase_step(self, residual, d):
         """The δθ with (D δθ − mean(D δθ)) = −residual and Σ δθ = 0: Newton's step on the phases."""
         return (-residual + (residual / d).sum(-1, keepdim=True) / (1 / d).sum(-1, keepdim=True)) / d

@@ -145,7 +145,7 @@ class GaugeEquivariantCoupling(Bijection):
         active, frozen_plaq, frozen_rect = gauge_masks(lattice, mu, offset)
         self.register_buffer("plaq_sites", active.flatten().nonzero().squeeze(1), persistent=False)
         self.register_buffer("link_sites", mu * active.numel() + self.plaq_sites, persistent=False)
-        self.register_buffer("frozen_plaq", frozen_plaq.float(), persistent=False)
+        self.register_buffer("frozen_plaq", frozen_plaq[0].float(), persistent=False)  # the one plane
         self.register_buffer("frozen_rect", frozen_rect.float(), persistent=False)
 
     def conditioner_input(self, plaq: torch.Tensor) -> torch.Tensor:
@@ -190,7 +190,7 @@ def build_u1_equivariant(theory, n_layers=16, transform="ncp", n_mixture=6, n_bi
     if loops not in LOOPS:
         raise ValueError(f"unknown loops {loops!r}; expected one of {', '.join(LOOPS)}")
     layers = []
-    for mu, offset in gauge_layer_schedule(lattice, n_layers):
+    for mu, _, offset in gauge_layer_schedule(lattice, n_layers):
         circle_map = NCPMixture(n_mixture) if transform == "ncp" else CircularSpline(n_bins)
         rect = loops == "plaquette+rectangle"
         net = ConvNet(6 if rect else 2, hidden, circle_map.n_params, kernel_size, dim=2, final_tanh=False)
