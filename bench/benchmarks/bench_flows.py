@@ -1,10 +1,10 @@
 """Reference flows against L (batch BATCH, float32, under ``torch.no_grad`` as the harness samples;
 continuous U(1) flows take autograd inside): the forward map with its log-determinant, and
-``Flow.sample`` (prior draw, forward map, log q)."""
+``Flow.sample`` (prior draw, forward map, log q); one SU(N) gauge-equivariant layer against N and d."""
 
 import torch
 
-from .common import BATCH, FLOWS, flow
+from .common import BATCH, FLOWS, SEED, flow, sun_theory
 
 
 class ForwardLogDet:
@@ -34,3 +34,26 @@ class Sampling:
     def time_sample(self, name, L):
         with torch.no_grad():
             self.flow.sample(BATCH)
+
+
+class SUNLayer:
+    """One gauge-equivariant SU(N) layer (``sun-equivariant`` with one coupling, default conditioner):
+    forward map with its log-determinant on SU(2), SU(3) links, 16² in 2D and 4⁴ in 4D (float32,
+    Haar links, parameters moved off the identity start)."""
+
+    params = ([2, 3], [2, 4])
+    param_names = ["N", "d"]
+
+    def setup(self, n, d):
+        from reference.flows import build
+
+        torch.manual_seed(SEED)
+        self.flow = build("sun-equivariant", sun_theory(n, d), n_layers=1)
+        with torch.no_grad():
+            for p in self.flow.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        self.x = self.flow.prior.sample(BATCH)
+
+    def time_forward_logdet(self, n, d):
+        with torch.no_grad():
+            self.flow.transform(self.x)
