@@ -230,15 +230,18 @@ class SUNContinuousFlow(Flow):
     """A `Flow` whose transform is a `LieContinuousTransform`."""
 
     @torch.no_grad()
-    def log_q_integration_error(self, n: int, factor: int = 8, generator=None) -> dict:
+    def log_q_integration_error(self, n: int, factor: int = 8, generator=None, chunk: int = 256) -> dict:
         """The solver's error of log q, estimated on ``n`` prior samples z as |ladj − ladj_fine|, where
         ladj_fine integrates the same z with ``factor``× the steps of the same method, whose own error is
         negligible beside it (factor^−order: 8⁻³ for cf3, 8⁻⁴ for cf4). Returns the "mean" and "max" of
-        |ladj − ladj_fine| and the "std" of ladj − ladj_fine, as `ContinuousFlow.log_q_integration_error`."""
+        |ladj − ladj_fine| and the "std" of ladj − ladj_fine, as `ContinuousFlow.log_q_integration_error`.
+        The samples are integrated ``chunk`` at a time (memory; the result does not depend on it)."""
         transform = self.transform
         p = next(self.parameters())
         z = self.prior.sample(n, generator=generator, dtype=p.dtype, device=p.device)
-        error = transform.flow(z, 0.0, 1.0)[1] - transform.flow(z, 0.0, 1.0, transform.solver.refined(factor))[1]
+        fine = transform.solver.refined(factor)
+        error = torch.cat([transform.flow(part, 0.0, 1.0)[1] - transform.flow(part, 0.0, 1.0, fine)[1]
+                           for part in z.split(chunk)])
         return {"mean": float(error.abs().mean()), "max": float(error.abs().max()), "std": float(error.std())}
 
 
