@@ -19,8 +19,8 @@ Methods (`LieSolver`, ``n_steps`` equal steps from t0 to t1, either order):
   weights (¼, 0, ¾). Three velocity evaluations per step; global error O(h³).
 * ``"cf4"`` — the fourth-order commutator-free method of Celledoni, Marthinsen & Owren (their CF4,
   built on the classical RK4 tableau): W₂ = exp(½Z₁) U, W₃ = exp(½Z₂) U, W₄ = exp(Z₃ − ½Z₁) W₂,
-  U(t+h) = exp((−Z₁ + 2Z₂ + 2Z₃ + 3Z₄)/12) exp((3Z₁ + 2Z₂ + 2Z₃ − Z₄)/12) U, c = (0, ½, ½, 1); ℓ by
-  the RK4 weights (1, 2, 2, 1)/6. Four velocity evaluations per step; global error O(h⁴).
+  U(t+h) = exp((−Z₁ + 2Z₂ + 2Z₃ + 3Z₄)/12) exp((3Z₁ + 2Z₂ + 2Z₃ − Z₄)/12) U (the right factor acts
+  first), c = (0, ½, ½, 1); ℓ by the RK4 weights (1, 2, 2, 1)/6. Four velocity evaluations per step; global error O(h⁴).
 
 Both orders are measured in tests/test_sun_cnf.py (errors of U and ℓ against a fine integration fall
 by 2³ and 2⁴ when h halves). Neither scheme is time-symmetric: integrating back from t1 returns the

@@ -4,7 +4,8 @@
 Potential and velocity. With Wilson loops W_p(x) (the ordered product of links along a closed path p
 that starts and ends at x) grouped into shapes l (plaquettes, 2×1 rectangles, chairs, below),
 
-    φ_t(U) = Σ_l Σ_{n=1}^{K} c_{l,n}(t) Σ_{p ∈ l} Σ_x (1/N) Re Tr W_p(x)^n,   c_{l,n}(t) = Σ_a C[l, n, a] T_a(t),
+    φ_t(U) = Σ_l Σ_{n=1}^{K} c_{l,n}(t) Σ_{p ∈ l} Σ_x (1/N) Re Tr W_p(x)^n,
+    c_{l,n}(t) = Σ_a C[l, n, a] T_a(t),
 
 T the Fourier time features (1, sin 2πt, cos 2πt, …) of `reference.flows.continuous` and K =
 ``n_harmonics`` (Re Tr W^n is the SU(N) analogue of the U(1) flow's cos nθ). The flow is
@@ -28,16 +29,17 @@ derivatives are even in X); M is conjugate to W, so Tr M^k = Tr W^k =: t_k (t_0 
 d²/ds² Tr (e^{sX}M)^n = n Σ_{k=0}^{n−1} Tr(X M^k X M^{n−k}) and the completeness relation
 Σ_a (T_a)_ij (T_a)_kl = ½(δ_il δ_jk − δ_ij δ_kl/N),
 
-    Σ_a ∂_a² Re Tr W^n = −(n/2) [ (N − n/N) Re t_n + Σ_{k=1}^{n−1} Re(t_k t_{n−k}) ]   (n = 1: −C_F Re Tr W,
-                                                                                       C_F = (N² − 1)/2N).
+    Σ_a ∂_a² Re Tr W^n = −(n/2) [ (N − n/N) Re t_n + Σ_{k=1}^{n−1} Re(t_k t_{n−k}) ] =: Λ_n(W)
+
+(n = 1: Λ_1 = −C_F Re Tr W, C_F = (N² − 1)/2N; n = 2: Λ_2 = −(N − 2/N) Re Tr W² − Re (Tr W)²).
 
 A loop of length P_l (4 for plaquettes, 6 for rectangles and chairs) that contains each of its links
 once gets this from each of its P_l links, so
 
-    ∇·v = Σ_l P_l Σ_n c_{l,n}(t) Σ_{p ∈ l} Σ_x (1/N) · (−n/2) [ (N − n/N) Re t_n + Σ_{k=1}^{n−1} Re(t_k t_{n−k}) ](W_p(x)).
+    ∇·v = Σ_l P_l Σ_n c_{l,n}(t) Σ_{p ∈ l} Σ_x (1/N) Λ_n(W_p(x)).
 
 The factory checks on the lattice that no loop passes a link twice (it would add cross terms): a
-plaquette needs extents ≥ 2, a rectangle or chair extents ≥ 3 along its long sides. Along the flow
+plaquette or a chair needs extents ≥ 2, a 2×1 rectangle extent ≥ 3 along its long side. Along the flow
 d log q/dt = −∇·v, so log q(U(1)) = log q(U(0)) − ∫₀¹ ∇·v dt with log q(U(0)) = 0 (the normalised
 Haar prior of the field space); ∇·v is gauge invariant, hence so is log q.
 
@@ -175,8 +177,9 @@ class SUNLoopPotentialVelocity(nn.Module):
             powers = [w]  # W^m up to m = ⌈K/2⌉; t_k = Tr(W^⌈k/2⌉ W^⌊k/2⌋)
             while len(powers) < (self.n_harmonics + 1) // 2:
                 powers.append(powers[-1] @ w)
-            traces = [_trace(w).flatten(1)] + [_trace_of_product(powers[(k + 1) // 2 - 1], powers[k // 2 - 1]).flatten(1)
-                                                for k in range(2, self.n_harmonics + 1)]  # t_k, (B, n_paths·V)
+            traces = [_trace(w).flatten(1)]  # t_k, (B, n_paths·V), complex
+            traces += [_trace_of_product(powers[(k + 1) // 2 - 1], powers[k // 2 - 1]).flatten(1)
+                       for k in range(2, self.n_harmonics + 1)]
             value, laplacian = [], []
             for k in range(1, self.n_harmonics + 1):
                 cross = sum((traces[j - 1] * traces[k - j - 1]).real for j in range(1, k)) if k > 1 else 0.0
@@ -213,7 +216,8 @@ class LieContinuousTransform(Bijection):
         self.velocity, self.solver, self.adjoint = velocity, solver, bool(adjoint)
 
     def flow(self, x, t0: float, t1: float, solver: LieSolver | None = None):
-        """x transported from t0 to t1 (either order) and ∫_{t0}^{t1} ∇·v dt; ``solver`` overrides the transform's."""
+        """x transported from t0 to t1 (either order) and ∫_{t0}^{t1} ∇·v dt; ``solver`` overrides the
+        transform's."""
         dynamics = self.velocity.dynamics(x)
         if self.adjoint and torch.is_grad_enabled():
             return odeint_adjoint(dynamics, x, list(self.velocity.parameters()), t0, t1, solver or self.solver)
@@ -252,8 +256,7 @@ def check_loops_on_lattice(velocity: SUNLoopPotentialVelocity, lattice) -> None:
             links = path_links(path, lattice)
             if len(set(links)) != len(links):
                 raise ValueError(f"on the lattice {list(lattice)} the {shape} loop {path} passes a link twice "
-                                 f"(extents >= {2 if shape == 'plaquette' else 3} needed); the exact divergence "
-                                 "assumes each link once per loop")
+                                 "(2x1 loops need extents >= 3); the exact divergence assumes each link once per loop")
 
 
 def build_sun_cnf(theory, loops="plaquette+rectangle", n_harmonics=3, n_time=5, method="cf4", n_steps=10,
