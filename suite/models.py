@@ -2,7 +2,7 @@
 
 A model spec is a registered reference model (a name in `reference.flows.REGISTRY`: affine,
 spline, hybrid, cnf, cnf-equivariant for scalar fields; u1-equivariant, u1-cnf for U(1) links;
-sun-equivariant for SU(N) links; sphere-equivariant for O(3) spins; cpn-equivariant for CP(N−1) fields), or
+sun-equivariant, sun-cnf for SU(N) links; sphere-equivariant for O(3) spins; cpn-equivariant for CP(N−1) fields), or
 a user's factory ``package.module:function`` or ``path/to/file.py:function``; the factory is
 called as ``function(theory, **hparams)`` and must return a `torch.nn.Module` with
 ``sample(n) -> (x, log_q)`` (x of shape (n, *theory.field.shape), log_q of shape (n,)) and, for

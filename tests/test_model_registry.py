@@ -27,7 +27,8 @@ from suite.theories.u1 import U1
 # small hyperparameters for every registered model (a new model must add its own here)
 SMALL = {"affine": {"n_layers": 2}, "spline": {"n_layers": 2}, "hybrid": {"n_affine": 2, "n_spline": 2},
          "u1-equivariant": {"n_layers": 2}, "cnf": {"n_steps": 2}, "cnf-equivariant": {"n_steps": 2},
-         "u1-cnf": {"n_steps": 2}, "sun-equivariant": {"n_layers": 2}, "schwinger-pf-flow": {"n_layers": 2},
+         "u1-cnf": {"n_steps": 2}, "sun-equivariant": {"n_layers": 2}, "sun-cnf": {"n_steps": 2},
+         "schwinger-pf-flow": {"n_layers": 2},
          "sphere-equivariant": {"n_layers": 2}, "cpn-equivariant": {"n_layers": 2}}
 THEORIES = {"scalar": lambda: Phi4.from_albergo((4, 4), m2=-4.0, lam=8.0), "u1": lambda: U1((4, 4), beta=1.0),
             "sun": lambda: SUNGauge((4, 4), 2, beta=2.0), "on": lambda: ONModel((4, 4), beta=1.0),
@@ -110,6 +111,8 @@ BAD = [("affine", {"z2": "false"}, "z2", "true or false"),
        ("u1-cnf", {"n_harmonics": 0}, "n_harmonics", "integer >= 1"),
        ("sun-equivariant", {"n_harmonics": 17}, "n_harmonics", "integer >= 1 and <= 16"),
        ("sun-equivariant", {"loops": "rectangle"}, "loops", "one of plaquette, plaquette+rectangle"),
+       ("sun-cnf", {"method": "rk4"}, "method", "one of cf3, cf4"),
+       ("sun-cnf", {"loops": "chair"}, "loops", "one of plaquette, plaquette+rectangle, plaquette+rectangle+chair"),
        ("sphere-equivariant", {"n_bins": 0}, "n_bins", "integer >= 1 and <= 999"),
        ("cpn-equivariant", {"kernel_size": 4}, "kernel_size", "odd integer >= 1"),
        ("affine", {"n_layer": 4}, "n_layer", "valid: n_layers, hidden, kernel_size, z2, mask")]

@@ -1,6 +1,6 @@
 """The reference models: normalizing flows for scalar fields (B, *lattice), U(1) links (B, 2, L0, L1),
-SU(N) links (B, d, *lattice, N, N), O(3) spins (B, *lattice, 3) and CP(N−1) fields (B, *lattice, N), and
-a joint model of U(1) links and pseudofermions.
+SU(N) links (B, d, *lattice, N, N) (d = 2, 3, 4), O(3) spins (B, *lattice, 3) and CP(N−1) fields
+(B, *lattice, N), and a joint model of U(1) links and pseudofermions.
 
 ``REGISTRY`` is the one list of reference models: name -> `ModelEntry` (its factory
 ``factory(theory, **hparams) -> Flow``, the typed `Schema` of its hyperparameters with the
@@ -32,6 +32,9 @@ model                     field     hyperparameters (default) and bounds
                                     ≥ 1, method, n_steps, rtol, atol, adjoint as cnf
 ``sun-equivariant``       sun       n_layers (16) ≥ 1, n_harmonics (4) in [1, 16], hidden ((8, 8)),
                                     kernel_size (3), loops ("plaquette", "plaquette+rectangle")
+``sun-cnf``               sun       loops ("plaquette+rectangle"; plaquette, plaquette+rectangle+chair),
+                                    n_harmonics (3) ≥ 1, n_time (5) ≥ 1, method ("cf4"; "cf3"),
+                                    n_steps (10) ≥ 1, adjoint (false); d = 2, 3, 4
 ``schwinger-pf-flow``     schwinger the hyperparameters of u1-equivariant, pf_order (2) ≥ 1, pf_hidden
                                     ((8,)) each ≥ 1: q(U) q(φ | U), φ = M[U] χ (`pseudofermions`)
 ``sphere-equivariant``    on        n_layers (8) ≥ 1, n_bins (8) in [1, 999], hidden ((16, 16)),
@@ -56,7 +59,9 @@ from reference.flows.ode import METHODS
 from reference.flows.pseudofermions import build_schwinger_pf_flow
 from reference.flows.schema import Bool, Choice, Int, Ints, Real, Schema, schema_of
 from reference.flows.sphere import build_cpn_equivariant, build_sphere_equivariant
+from reference.flows.lie_ode import METHODS as LIE_METHODS
 from reference.flows.sun import build_sun_equivariant
+from reference.flows.sun_continuous import LOOPS as SUN_CNF_LOOPS, build_sun_cnf
 from reference.flows.u1 import LOOPS, TRANSFORMS, build_u1_equivariant
 from reference.flows.u1_continuous import build_u1_cnf
 from suite.errors import UsageError
@@ -122,6 +127,10 @@ REGISTRY: dict[str, ModelEntry] = {e.name: e for e in [
     _register("sun-equivariant", build_sun_equivariant, "sun",
               "gauge-equivariant plaquette couplings for SU(N) in d = 2, 3, 4, spectral maps (arXiv:2008.05456)",
               n_layers=Int(min=1), n_harmonics=Int(min=1, max=16), **_CONV, loops=Choice(choices=LOOPS)),
+    _register("sun-cnf", build_sun_cnf, "sun",
+              "gauge-equivariant continuous flow for SU(N) in d = 2-4, Wilson-loop potential, Lie-group integrator",
+              loops=Choice(choices=SUN_CNF_LOOPS), n_harmonics=Int(min=1), n_time=Int(min=1),
+              method=Choice(choices=LIE_METHODS), n_steps=Int(min=1), adjoint=Bool()),
     _register("schwinger-pf-flow", build_schwinger_pf_flow, "schwinger",
               "U(1) flow q(U) with a gauge-covariant pseudofermion map q(φ|U), φ = M[U]χ (arXiv:2207.08945)",
               n_layers=Int(min=1), transform=Choice(choices=TRANSFORMS), n_mixture=Int(min=1),
@@ -172,5 +181,5 @@ def build(name: str, theory, **hparams) -> Flow:
 
 __all__ = ["FIELDS", "Flow", "ModelEntry", "REGISTRY", "build", "build_affine", "build_cnf", "build_cnf_equivariant",
            "build_cpn_equivariant", "build_hybrid", "build_schwinger_pf_flow", "build_sphere_equivariant",
-           "build_spline", "build_sun_equivariant", "build_u1_cnf", "build_u1_equivariant", "defaults", "hparams",
-           "is_reference_model", "validate_hparams"]
+           "build_spline", "build_sun_cnf", "build_sun_equivariant", "build_u1_cnf", "build_u1_equivariant", "defaults",
+           "hparams", "is_reference_model", "validate_hparams"]
