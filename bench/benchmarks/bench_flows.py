@@ -37,23 +37,25 @@ class Sampling:
 
 
 class SUNLayer:
-    """One gauge-equivariant SU(N) layer (``sun-equivariant`` with one coupling, default conditioner):
-    forward map with its log-determinant on SU(2), SU(3) links, 16² in 2D and 4⁴ in 4D (float32,
-    Haar links, parameters moved off the identity start)."""
+    """One step of each SU(N) gauge-equivariant flow — a ``sun-equivariant`` coupling (default
+    conditioner) and a ``sun-cnf`` integration step (cf4, default loops) — the forward map with its
+    log-determinant on SU(2), SU(3) links, 16² in 2D and 4⁴ in 4D (float32, Haar links, parameters
+    moved off the identity start)."""
 
-    params = ([2, 3], [2, 4])
-    param_names = ["N", "d"]
+    params = (["sun-equivariant", "sun-cnf"], [2, 3], [2, 4])
+    param_names = ["flow", "N", "d"]
+    ONE_STEP = {"sun-equivariant": {"n_layers": 1}, "sun-cnf": {"n_steps": 1}}
 
-    def setup(self, n, d):
+    def setup(self, name, n, d):
         from reference.flows import build
 
         torch.manual_seed(SEED)
-        self.flow = build("sun-equivariant", sun_theory(n, d), n_layers=1)
+        self.flow = build(name, sun_theory(n, d), **self.ONE_STEP[name])
         with torch.no_grad():
             for p in self.flow.parameters():
                 p.add_(0.1 * torch.randn_like(p))
         self.x = self.flow.prior.sample(BATCH)
 
-    def time_forward_logdet(self, n, d):
+    def time_forward_logdet(self, name, n, d):
         with torch.no_grad():
             self.flow.transform(self.x)
