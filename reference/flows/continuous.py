@@ -161,7 +161,12 @@ class ConvVelocity(nn.Module):
 
 class ContinuousTransform(Bijection):
     """The time-1 map of ``velocity`` (module docstring), integrated by ``solver``; gradients by the
-    adjoint method if ``adjoint``. forward/inverse return (out, ladj) as every `Bijection`."""
+    adjoint method if ``adjoint``. forward/inverse return (out, ladj) as every `Bijection`. Subclasses
+    on other manifolds replace the integrators ``odeint`` and ``odeint_adjoint`` (same signatures as
+    `reference.flows.ode`'s) and the solver type."""
+
+    odeint = staticmethod(odeint)
+    odeint_adjoint = staticmethod(odeint_adjoint)
 
     def __init__(self, velocity: nn.Module, solver: Solver, adjoint: bool = False):
         super().__init__()
@@ -172,8 +177,9 @@ class ContinuousTransform(Bijection):
         that map (up to the integration error); ``solver`` overrides the transform's."""
         dynamics = self.velocity.dynamics(x)
         if self.adjoint and torch.is_grad_enabled():
-            return odeint_adjoint(dynamics, x, list(self.velocity.parameters()), t0, t1, solver or self.solver)
-        return odeint(dynamics, x, t0, t1, solver or self.solver)
+            return self.odeint_adjoint(dynamics, x, list(self.velocity.parameters()), t0, t1,
+                                       solver or self.solver)
+        return self.odeint(dynamics, x, t0, t1, solver or self.solver)
 
     def forward(self, x):
         return self.flow(x, 0.0, 1.0)

@@ -63,11 +63,11 @@ import itertools
 import torch
 from torch import nn
 
-from reference.flows.continuous import fourier_time_features
-from reference.flows.lie_ode import LieSolver, odeint, odeint_adjoint
+from reference.flows.continuous import ContinuousTransform, fourier_time_features
+from reference.flows.lie_ode import LieSolver
+from reference.flows.lie_ode import odeint as lie_odeint, odeint_adjoint as lie_odeint_adjoint
 from reference.flows.models import Flow
 from reference.flows.priors import field_prior
-from reference.flows.transforms import Bijection
 from suite.fields import SUN, traceless_antihermitian
 
 # a closed path of unit steps: +k is a step forward along axis k − 1, −k one backward
@@ -207,27 +207,12 @@ class SUNLoopPotentialVelocity(nn.Module):
         return f
 
 
-class LieContinuousTransform(Bijection):
-    """The time-1 map of ``velocity`` on SU(N) links, integrated by a `LieSolver`; gradients by the adjoint
-    pass if ``adjoint``. forward/inverse return (out, ladj), ladj = ±∫ ∇·v dt."""
+class LieContinuousTransform(ContinuousTransform):
+    """The time-1 map of ``velocity`` on SU(N) links, integrated by a `LieSolver` (`reference.flows.lie_ode`);
+    gradients by its adjoint pass if ``adjoint``. forward/inverse return (out, ladj), ladj = ±∫ ∇·v dt."""
 
-    def __init__(self, velocity: nn.Module, solver: LieSolver, adjoint: bool = False):
-        super().__init__()
-        self.velocity, self.solver, self.adjoint = velocity, solver, bool(adjoint)
-
-    def flow(self, x, t0: float, t1: float, solver: LieSolver | None = None):
-        """x transported from t0 to t1 (either order) and ∫_{t0}^{t1} ∇·v dt; ``solver`` overrides the
-        transform's."""
-        dynamics = self.velocity.dynamics(x)
-        if self.adjoint and torch.is_grad_enabled():
-            return odeint_adjoint(dynamics, x, list(self.velocity.parameters()), t0, t1, solver or self.solver)
-        return odeint(dynamics, x, t0, t1, solver or self.solver)
-
-    def forward(self, x):
-        return self.flow(x, 0.0, 1.0)
-
-    def inverse(self, y):
-        return self.flow(y, 1.0, 0.0)
+    odeint = staticmethod(lie_odeint)
+    odeint_adjoint = staticmethod(lie_odeint_adjoint)
 
 
 class SUNContinuousFlow(Flow):
