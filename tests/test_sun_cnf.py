@@ -8,7 +8,8 @@ import torch
 
 from reference.flows import build
 from reference.flows.lie_ode import LieSolver, integrate, su_exp
-from reference.flows.sun_continuous import SHAPES, loop_paths, path_links
+from reference.flows.loops import links_on_lattice
+from reference.flows.sun_continuous import SHAPES, loop_paths
 from suite.fields import SUN
 from suite.theories.sun import SUNGauge, random_gauge_transformation
 from suite.training import frozen_log_prob
@@ -51,7 +52,7 @@ def test_loops_every_orientation_once_and_each_link_once():
     assert counts == {2: [1, 2, 0], 3: [3, 6, 12], 4: [6, 12, 48]}  # plaquettes, 2×1 loops, chairs
     for shape in SHAPES:
         for path in loop_paths(shape, 4):
-            links = path_links(path, (3, 3, 3, 3))
+            links = links_on_lattice(path, (3, 3, 3, 3))
             assert len(set(links)) == len(links) == len(SHAPES[shape])
     theory = SUNGauge((4, 2), 2, beta=1.0)  # a 2×1 loop along the extent-2 axis passes a link twice
     with pytest.raises(ValueError, match="passes a link twice"):

@@ -53,12 +53,21 @@ def at(u: torch.Tensor, offset) -> torch.Tensor:
     return torch.roll(u, [-s for s in offset if s], dims) if dims else u
 
 
-def wilson_loop(x: torch.Tensor, path: Path) -> torch.Tensor:
+def links_on_lattice(path: Path, lattice) -> list[tuple[tuple[int, ...], int]]:
+    """The links (site, axis) a loop from the origin crosses on the periodic ``lattice``, in order (a
+    link that appears twice is crossed twice)."""
+    return [(tuple(o % n for o, n in zip(offset, lattice)), axis) for axis, offset in path_links(path, len(lattice))]
+
+
+def wilson_loop(x: torch.Tensor, path: Path, cache: dict | None = None) -> torch.Tensor:
     """The ordered product of the links along ``path`` from every site, for links x (B, d, *lattice, N, N):
-    (B, *lattice, N, N)."""
+    (B, *lattice, N, N). ``cache`` (a dict) keeps the shifted link fields for reuse by further paths of
+    the same x."""
+    cache = {} if cache is None else cache
     out = None
     for (axis, offset), (_, sign) in zip(path_links(path, x.shape[1]), path):
-        link = at(x[:, axis], offset)
-        link = link if sign > 0 else link.mH
+        if (axis, offset) not in cache:
+            cache[axis, offset] = at(x[:, axis], offset)
+        link = cache[axis, offset] if sign > 0 else cache[axis, offset].mH
         out = link if out is None else out @ link
     return out

@@ -46,7 +46,7 @@ Haar prior of the field space); ∇·v is gauge invariant, hence so is log q.
 Loops (``loops``): ``"plaquette"`` (d(d−1)/2 orientations per site), ``"plaquette+rectangle"`` (plus
 the d(d−1) orientations of the 2×1 loop), ``"plaquette+rectangle+chair"`` (plus the bent 2×1 loops
 spanning two planes, d ≥ 3 only: 12 orientations per site in 3D, 48 in 4D). Loops are written as
-closed paths of unit steps and built generically (`loop_paths`, `loop_field`).
+closed paths of unit steps (`loop_paths`) and multiplied out by `reference.flows.loops.wilson_loop`.
 
 Integration: `reference.flows.lie_ode` (commutator-free Lie-group Runge–Kutta, ``method`` "cf3"
 (Lüscher's third-order scheme) or "cf4" (fourth order), ``n_steps`` equal steps; ``adjoint=True``:
@@ -66,6 +66,7 @@ from torch import nn
 from reference.flows.continuous import ContinuousTransform, fourier_time_features
 from reference.flows.lie_ode import LieSolver
 from reference.flows.lie_ode import odeint as lie_odeint, odeint_adjoint as lie_odeint_adjoint
+from reference.flows.loops import Path, links_on_lattice, wilson_loop
 from reference.flows.models import Flow
 from reference.flows.priors import field_prior
 from suite.fields import SUN, traceless_antihermitian
@@ -82,9 +83,10 @@ def _canonical(path: tuple[int, ...]) -> tuple[int, ...]:
     return min(p[i:] + p[:i] for p in (path, reverse) for i in range(len(path)))
 
 
-def loop_paths(shape: str, dim: int) -> list[tuple[int, ...]]:
+def loop_paths(shape: str, dim: int) -> list[Path]:
     """Every orientation of the loop ``shape`` on a d-dimensional lattice (its images under axis
-    permutations and reflections, each once), as closed paths; empty if the shape needs more axes."""
+    permutations and reflections, each once), as closed paths of `reference.flows.loops` (steps
+    (axis, ±1)); empty if the shape needs more axes."""
     base = SHAPES[shape]
     axes = max(abs(s) for s in base)
     paths = set()
@@ -92,47 +94,7 @@ def loop_paths(shape: str, dim: int) -> list[tuple[int, ...]]:
         for signs in itertools.product((1, -1), repeat=axes):
             paths.add(_canonical(tuple((1 if s > 0 else -1) * signs[abs(s) - 1] * (perm[abs(s) - 1] + 1)
                                        for s in base)))
-    return sorted(paths)
-
-
-def path_links(path, lattice) -> list[tuple[tuple[int, ...], int]]:
-    """The links (site, axis) a loop starting at the origin passes, in order, on the periodic ``lattice``."""
-    pos, links = [0] * len(lattice), []
-    for s in path:
-        axis = abs(s) - 1
-        if s < 0:
-            pos[axis] -= 1
-        links.append((tuple(p % n for p, n in zip(pos, lattice)), axis))
-        if s > 0:
-            pos[axis] += 1
-    if any(pos):
-        raise ValueError(f"path {path} is not closed")
-    return links
-
-
-def _shifted(u: torch.Tensor, offset) -> torch.Tensor:
-    """The field of matrices (B, *lattice, N, N) at x + offset (periodic)."""
-    dims = [i + 1 for i, o in enumerate(offset) if o]
-    return torch.roll(u, [-o for o in offset if o], dims) if dims else u
-
-
-def loop_field(u: torch.Tensor, path, cache: dict | None = None) -> torch.Tensor:
-    """W_p(x) for every x: the product of the links along ``path`` from x, (B, *lattice, N, N).
-    ``cache`` holds shifted link fields for reuse across paths of one configuration batch."""
-    cache = {} if cache is None else cache
-    offset, w = [0] * u.shape[1], None
-    for s in path:
-        axis = abs(s) - 1
-        if s < 0:
-            offset[axis] -= 1
-        key = (axis, tuple(offset))
-        if key not in cache:
-            cache[key] = _shifted(u[:, axis], offset)
-        m = cache[key] if s > 0 else cache[key].mH
-        if s > 0:
-            offset[axis] += 1
-        w = m if w is None else w @ m
-    return w
+    return [tuple((abs(s) - 1, 1 if s > 0 else -1) for s in path) for path in sorted(paths)]
 
 
 def _trace(m: torch.Tensor) -> torch.Tensor:
@@ -173,7 +135,7 @@ class SUNLoopPotentialVelocity(nn.Module):
         cache, values, laplacians = {}, [], []
         n = self.n
         for paths, perimeter in zip(self.paths, self.perimeters):
-            w = torch.stack([loop_field(u, p, cache) for p in paths], 1)  # (B, n_paths, *lattice, N, N)
+            w = torch.stack([wilson_loop(u, p, cache) for p in paths], 1)  # (B, n_paths, *lattice, N, N)
             powers = [w]  # W^m up to m = ⌈K/2⌉; t_k = Tr(W^⌈k/2⌉ W^⌊k/2⌋)
             while len(powers) < (self.n_harmonics + 1) // 2:
                 powers.append(powers[-1] @ w)
@@ -238,7 +200,7 @@ def check_loops_on_lattice(velocity: SUNLoopPotentialVelocity, lattice) -> None:
     """ValueError if a loop passes some link twice on ``lattice`` (the exact divergence assumes once)."""
     for shape, paths in zip(velocity.shapes, velocity.paths):
         for path in paths:
-            links = path_links(path, lattice)
+            links = links_on_lattice(path, lattice)
             if len(set(links)) != len(links):
                 raise ValueError(f"on the lattice {list(lattice)} the {shape} loop {path} passes a link twice "
                                  "(2x1 loops need extents >= 3); the exact divergence assumes each link once per loop")
