@@ -28,8 +28,8 @@ Convention ``auxiliary`` (the auxiliary-U(1) action with its link field integrat
   independent, λ_{x,μ} = e^{iθ} with θ von Mises with mean direction arg w_{x,μ} and concentration
   2Nβ|w_{x,μ}| (the heat bath of `reference.cpn_auxiliary`, which samples the joint model and is the
   independent check of this marginal). This is the form of Campostrini, Rossi & Vicari (PRD 46
-  (1992) 2647 and 4643); it has no first-order transition at large N, which the quartic action has
-  (near β ≈ 1.0–1.1 for N = 10, `suite/catalogue/cpn.toml`). log I_0(y) = log i0e(y) + y
+  (1992) 2647 and 4643); at N = 10 its energy is smooth in β (the scan in `suite/catalogue/cpn.toml`),
+  where the quartic action has a first-order transition near β ≈ 1.0–1.1. log I_0(y) = log i0e(y) + y
   (torch.special.i0e, e^{−y} I_0(y)) is stable for every y ≥ 0. Observables and their definitions
   are the same for both conventions (below); the geometric Q is that of z: a λ-based charge
   (1/2π) Σ_P arg Π_P λ is not available since λ is not sampled.
@@ -52,10 +52,10 @@ Other conventions in the literature, converted to this β:
   −2Nβ|w| = −Nβ|w|² − Nβ + O(β(1 − |w|²)²)), so the two agree only to leading order in 1/β (their
   Λ parameters differ); there is no exact conversion. At small β, −log I_0(2Nβ|w|) = −(Nβ)²|w|² +
   O(β⁴): the auxiliary action at β is close to the quartic one at β_quartic = Nβ², much weaker. The
-  same papers also simulate the quartic action in this normalisation (−Nβ Σ |z̄_{x+μ}·z_x|²). These literature normalisations are
-  quoted from memory: the papers' texts could not be read here (only abstracts were reachable), so
-  check them before taking published numbers at a given β; the flow papers' CP(N−1) conventions
-  could not be checked either.
+  same papers also simulate the quartic action in this normalisation (−Nβ Σ |z̄_{x+μ}·z_x|²). These
+  literature normalisations are quoted from memory: the papers' texts could not be read here (only
+  abstracts were reachable), so check them before taking published numbers at a given β; the flow
+  papers' CP(N−1) conventions could not be checked either.
 
 Force: both actions are S = Σ_{x,μ} g(|w_{x,μ}|²). With ∂/∂Re z + i ∂/∂Im z = 2 ∂/∂z̄ and
 ∂w_{x,μ}/∂z̄_x = z_{x+μ}, ∂conj(w_{x−μ,μ})/∂z̄_x = z_{x−μ}, the gradient is
@@ -71,7 +71,7 @@ g(u) = −log I_0(2Nβ√u), g'(u) = −Nβ (I_1/I_0)(y)/|w|, so
 the derivative of log I_0(2Nβ|w|) with respect to z̄_x being Nβ (I_1/I_0)(y) z_{x+μ} conj(w)/|w|.
 The factor w/|w| is not defined at w = 0, but h is even and analytic, h(y) = ½ − y²/16 + y⁴/96 −
 O(y⁶) (I_1(y)/y and I_0(y) are power series in y² with I_0 ≥ 1), so a is smooth and finite, a(0) = Nβ:
-g(u) is analytic in u = |w|², and the force of a link with w = 0 is 0 (it is proportional to w).
+g(u) is analytic in u = |w|², and a link with w = 0 adds 0 to the force (its term is ∝ w).
 `bessel_ratio_over_argument` evaluates h by the series below y = 1e−3 (truncation error < 1e−19)
 and by i1e/(y i0e) above, so the force has no 0/0 and is NaN-free at w = 0 (tested against
 autograd there). In the action the modulus is w.abs(), whose autograd derivative is 0 at w = 0
