@@ -110,9 +110,11 @@ def test_theory_built_from_the_catalogue_and_bad_parameters():
     with pytest.raises(ValueError, match="two dimensions"):
         CPNModel((4, 4, 4), 1.0, 3)
     cpn = [e for e in entries() if e.theory == "cpn"]
-    assert len(cpn) == 8 and {e.params["n"] for e in cpn} == {3, 10}
+    assert len(cpn) == 12 and {e.params["n"] for e in cpn} == {3, 10}
+    assert {(e.convention, e.params["n"]) for e in cpn} == {("quartic", 3), ("quartic", 10), ("auxiliary", 10)}
     for e in cpn:
-        assert e.build_theory().lattice == e.lattice
+        theory = e.build_theory()
+        assert theory.lattice == e.lattice and theory.convention == e.convention
 
 
 def hmc_cp1_vs_cluster_o3(beta, hmc, cluster):
