@@ -150,15 +150,3 @@ def test_registered_build_and_haar_prior(n):
     x, log_q = flow.sample(2)
     assert x.dtype == torch.complex64 and x.shape == (2, *theory.field.shape) and torch.isfinite(log_q).all()
     assert torch.isfinite(theory.action(x)).all()
-
-
-def test_lftbench_run_trains_through_the_cli(tmp_path):
-    from suite.cli import main
-
-    out = tmp_path / "results"
-    code = main(["run", "--entry", "sun/su2-4d-beta2.2/L4", "--sampler", "flow", "--model", "sun-equivariant",
-                 "--hparams", '{"n_layers": 4, "hidden": [4]}', "--budget-steps", "3", "--batch-size", "4",
-                 "--n-samples", "16", "--out", str(out)])
-    assert code in (0, None)
-    rows = [line for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
-    assert len(rows) == 1 and '"sun-equivariant"' in rows[0] and "[4, 4, 4, 4]" in rows[0]

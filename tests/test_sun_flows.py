@@ -318,13 +318,15 @@ def test_registered_build_and_errors():
         build("sun-equivariant", SimpleNamespace(lattice=(4, 4)))
 
 
-def test_lftbench_run_trains_through_the_cli(tmp_path):
+@pytest.mark.parametrize("entry, n_layers, batch, lattice", [("sun/su2-2d-beta2/L8", 2, 8, [8, 8]),
+                                                              ("sun/su2-4d-beta2.2/L4", 4, 4, [4, 4, 4, 4])])
+def test_lftbench_run_trains_through_the_cli(tmp_path, entry, n_layers, batch, lattice):
     from suite.cli import main
+    from suite.harness.rows import read_rows
 
     out = tmp_path / "results"
-    code = main(["run", "--entry", "sun/su2-2d-beta2/L8", "--sampler", "flow", "--model", "sun-equivariant",
-                 "--hparams", '{"n_layers": 2, "hidden": [4]}', "--budget-steps", "3", "--batch-size", "8",
-                 "--n-samples", "64", "--out", str(out)])
-    assert code in (0, None)
-    rows = [line for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
-    assert len(rows) == 1 and '"sun-equivariant"' in rows[0]
+    assert main(["run", "--entry", entry, "--sampler", "flow", "--model", "sun-equivariant",
+                 "--hparams", f'{{"n_layers": {n_layers}, "hidden": [4]}}', "--budget-steps", "3",
+                 "--batch-size", str(batch), "--n-samples", "16", "--out", str(out)]) == 0
+    (row,) = read_rows(out)
+    assert row.sampler["model"] == "sun-equivariant" and list(row.lattice) == lattice and row.training["steps"] == 3
