@@ -167,6 +167,17 @@ def test_tiny_torus_plaquette_by_haar_monte_carlo(n, beta, lattice, samples):
     assert abs(exact - sun.plaquette_infinite_volume(n, beta)) > 4 * error
 
 
+@pytest.mark.parametrize("n,beta,lattice", [(2, 1.5, (2, 2)), (3, 2.0, (2, 1))])
+def test_tiny_torus_log_z_by_haar_monte_carlo(n, beta, lattice):
+    """Z = E_Haar[e^{−S}] (the normalisation importance samplers estimate), pull < 4."""
+    rng = np.random.default_rng(23 + n)
+    shape = (200_000, 2, *lattice)
+    links = haar_su2(rng, shape) if n == 2 else haar_sun(rng, shape, n)
+    w = np.exp(beta * plaquettes(links).reshape(len(links), -1).sum(axis=1))
+    z, error = w.mean(), w.std() / math.sqrt(len(w))
+    assert abs(math.log(z) - sun.log_partition_function(n, beta, lattice)) < 4 * error / z
+
+
 def su2_metropolis_loops(beta, size, chains, sweeps, thermal, seed, step=0.6):
     """Metropolis on an size×size SU(2) torus, ``chains`` independent chains; per chain the mean
     of the plaquette, W(1×2) and W(2×2) (positions and both orientations) over the sweeps after
@@ -335,9 +346,9 @@ def test_adapter_reads_either_name_and_loop_extent():
     assert reference["action_density"] == pytest.approx(-2.0 * reference["plaquette"])
     for name in ("n_colors", "N"):
         theory = SimpleNamespace(**{name: 3}, beta=2.0, lattice=(8, 8))
-        assert sun.sun_exact(theory) == reference
+        assert sun.sun_exact(theory) == {**reference, "log_z": sun.log_partition_function(3, 2.0, (8, 8))}
     short = sun.sun_exact(SimpleNamespace(N=3, beta=2.0, lattice=(8, 8), loop_extent=2))
-    assert set(short) == {"plaquette", "action_density", "wilson_1_1", "wilson_1_2", "wilson_2_2"}
+    assert set(short) == {"plaquette", "action_density", "wilson_1_1", "wilson_1_2", "wilson_2_2", "log_z"}
     with pytest.raises(AttributeError, match="n_colors"):
         sun.sun_exact(SimpleNamespace(beta=2.0, lattice=(8, 8)))
     with pytest.raises(ValueError, match="two dimensions"):

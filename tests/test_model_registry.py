@@ -22,16 +22,17 @@ from suite.theories.cpn import CPNModel
 from suite.theories.on import ONModel
 from suite.theories.phi4 import Phi4
 from suite.theories.sun import SUNGauge
+from suite.theories.sun_matrix import SUNMatrices
 from suite.theories.u1 import U1
 
 # small hyperparameters for every registered model (a new model must add its own here)
 SMALL = {"affine": {"n_layers": 2}, "spline": {"n_layers": 2}, "hybrid": {"n_affine": 2, "n_spline": 2},
          "u1-equivariant": {"n_layers": 2}, "cnf": {"n_steps": 2}, "cnf-equivariant": {"n_steps": 2},
-         "u1-cnf": {"n_steps": 2}, "sun-equivariant": {"n_layers": 2}, "sun-cnf": {"n_steps": 2},
+         "u1-cnf": {"n_steps": 2}, "sun-equivariant": {"n_layers": 2}, "sun-cnf": {"n_steps": 2}, "sun-spectral": {"n_layers": 2},
          "schwinger-pf-flow": {"n_layers": 2},
          "sphere-equivariant": {"n_layers": 2}, "cpn-equivariant": {"n_layers": 2}}
 THEORIES = {"scalar": lambda: Phi4.from_albergo((4, 4), m2=-4.0, lam=8.0), "u1": lambda: U1((4, 4), beta=1.0),
-            "sun": lambda: SUNGauge((4, 4), 2, beta=2.0), "on": lambda: ONModel((4, 4), beta=1.0),
+            "sun": lambda: SUNGauge((4, 4), 2, beta=2.0), "sun-matrix": lambda: SUNMatrices(3, 3, beta=4.0), "on": lambda: ONModel((4, 4), beta=1.0),
             "cpn": lambda: CPNModel((4, 4), beta=1.0, n=3),
             "schwinger": lambda: build_theory("schwinger", (4, 4), "pseudofermion", {"beta": 1.0, "kappa": 0.25})}
 MODELS = list(REGISTRY)

@@ -1,10 +1,10 @@
 """The reference models: normalizing flows for scalar fields (B, *lattice), U(1) links (B, 2, L0, L1),
-SU(N) links (B, d, *lattice, N, N) (d = 2, 3, 4), O(3) spins (B, *lattice, 3) and CP(N−1) fields
+SU(N) links (B, d, *lattice, N, N) (d = 2, 3, 4), independent SU(N) matrices (B, K, N, N), O(3) spins (B, *lattice, 3) and CP(N−1) fields
 (B, *lattice, N), and a joint model of U(1) links and pseudofermions.
 
 ``REGISTRY`` is the one list of reference models: name -> `ModelEntry` (its factory
 ``factory(theory, **hparams) -> Flow``, the typed `Schema` of its hyperparameters with the
-factory's defaults, the field it applies to, ``"scalar"``, ``"u1"``, ``"sun"``, ``"on"``, ``"cpn"`` or
+factory's defaults, the field it applies to, ``"scalar"``, ``"u1"``, ``"sun"``, ``"sun-matrix"``, ``"on"``, ``"cpn"`` or
 ``"schwinger"``, and a one-line description).
 ``build("affine", theory, n_layers=8)`` checks the hyperparameters against the schema, then calls
 the factory; ``validate_hparams(name, hparams)`` checks them without a theory (when a study is
@@ -32,6 +32,8 @@ model                     field     hyperparameters (default) and bounds
                                     ≥ 1, method, n_steps, rtol, atol, adjoint as cnf
 ``sun-equivariant``       sun       n_layers (16) ≥ 1, n_harmonics (4) in [1, 16], hidden ((8, 8)),
                                     kernel_size (3), loops ("plaquette", "plaquette+rectangle")
+``sun-spectral``          sun-matrix n_layers (4) ≥ 1, n_harmonics (4) in [1, 16]: conjugation-
+                                    equivariant spectral maps, one stack shared by the K matrices
 ``sun-cnf``               sun       loops ("plaquette+rectangle"; plaquette, plaquette+rectangle+chair),
                                     n_harmonics (3) ≥ 1, n_time (5) ≥ 1, method ("cf4"; "cf3"),
                                     n_steps (10) ≥ 1, adjoint (false); d = 2, 3, 4
@@ -61,6 +63,7 @@ from reference.flows.schema import Bool, Choice, Int, Ints, Real, Schema, schema
 from reference.flows.sphere import build_cpn_equivariant, build_sphere_equivariant
 from reference.flows.lie_ode import METHODS as LIE_METHODS
 from reference.flows.sun import build_sun_equivariant
+from reference.flows.sun_spectral import build_sun_spectral
 from reference.flows.sun_continuous import LOOPS as SUN_CNF_LOOPS, build_sun_cnf
 from reference.flows.u1 import LOOPS, TRANSFORMS, build_u1_equivariant
 from reference.flows.u1_continuous import build_u1_cnf
@@ -69,6 +72,7 @@ from suite.errors import UsageError
 FIELDS = {"scalar": "real scalar fields (B, *lattice), prior N(0, 1)",
           "u1": "U(1) link angles (B, 2, L0, L1) in (−π, π], Haar prior",
           "sun": "SU(N) links (B, d, *lattice, N, N), complex, Haar prior",
+          "sun-matrix": "independent SU(N) matrices (B, K, N, N), complex, Haar prior",
           "schwinger": "U(1) link angles (B, 2, L0, L1) of a theory with Wilson fermions (kappa), Haar prior, "
                        "and pseudofermions (B, L0, L1, 2) drawn given the links",
           "on": "O(3) spins (B, *lattice, 3), unit vectors, uniform prior on S²",
@@ -127,6 +131,9 @@ REGISTRY: dict[str, ModelEntry] = {e.name: e for e in [
     _register("sun-equivariant", build_sun_equivariant, "sun",
               "gauge-equivariant plaquette couplings for SU(N) in d = 2, 3, 4, spectral maps (arXiv:2008.05456)",
               n_layers=Int(min=1), n_harmonics=Int(min=1, max=16), **_CONV, loops=Choice(choices=LOOPS)),
+    _register("sun-spectral", build_sun_spectral, "sun-matrix",
+              "conjugation-equivariant residual maps of the eigenphases of single SU(N) matrices (arXiv:2008.05456)",
+              n_layers=Int(min=1), n_harmonics=Int(min=1, max=16)),
     _register("sun-cnf", build_sun_cnf, "sun",
               "gauge-equivariant continuous flow for SU(N) in d = 2-4, Wilson-loop potential, Lie-group integrator",
               loops=Choice(choices=SUN_CNF_LOOPS), n_harmonics=Int(min=1), n_time=Int(min=1),

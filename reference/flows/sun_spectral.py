@@ -256,9 +256,20 @@ class SpectralLayer(Bijection):
         return self._map(y, True)
 
 
-def build_spectral_flow(n: int, n_layers: int = 4, n_harmonics: int = 4) -> Flow:
-    """A flow on one SU(N) matrix (samples (B, N, N)): Haar prior, ``n_layers`` `SpectralLayer`s; float32."""
+def build_spectral_flow(n: int, n_layers: int = 4, n_harmonics: int = 4, field: SUN | None = None) -> Flow:
+    """A flow on SU(N) matrices, samples (B, *field.shape) (default one matrix, (B, N, N)): the field's
+    Haar prior and ``n_layers`` `SpectralLayer`s whose parameters every matrix shares; float32."""
     if n_layers < 1:
         raise ValueError(f"a stack needs at least one layer, got {n_layers}")
+    field = SUN((n, n)) if field is None else field
     layers = [SpectralLayer(n, n_harmonics) for _ in range(n_layers)]
-    return Flow(FieldPrior(SUN((n, n))), Sequential(*layers)).to(torch.float32)
+    return Flow(FieldPrior(field), Sequential(*layers)).to(torch.float32)
+
+
+def build_sun_spectral(theory, n_layers: int = 4, n_harmonics: int = 4) -> Flow:
+    """The registered ``sun-spectral`` model: `build_spectral_flow` on the theory's independent SU(N)
+    matrices (a `suite.theories.sun_matrix.SUNMatrices` field (K, N, N)); every matrix gets the same map."""
+    field = getattr(theory, "field", None)
+    if not isinstance(field, SUN) or len(field.shape) != 3:
+        raise ValueError("sun-spectral is a flow of independent SU(N) matrices (theory sun-matrix, fields (K, N, N))")
+    return build_spectral_flow(field.n, n_layers, n_harmonics, field=field)

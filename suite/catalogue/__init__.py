@@ -110,8 +110,8 @@ def _parse_entry(raw: dict, where: str) -> Entry:
     if unknown:
         raise CatalogueError(f"{where}: unknown field '{unknown[0]}'")
     lattice = _require(raw, "lattice", list, where)
-    if not lattice or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 2 for n in lattice):
-        raise CatalogueError(f"{where}: field 'lattice' must be a list of integers >= 2, got {lattice!r}")
+    if not lattice or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in lattice):
+        raise CatalogueError(f"{where}: field 'lattice' must be a list of positive integers, got {lattice!r}")
     tier = _require(raw, "tier", str, where)
     if tier not in TIERS:
         raise CatalogueError(f"{where}: field 'tier' must be one of {', '.join(TIERS)}, got {tier!r}")

@@ -306,7 +306,8 @@ def sun_exact(theory) -> dict[str, float]:
     """Exact values for an SU(N) theory object (reads its number of colours as ``n_colors``, ``N``
     or ``n``, ``beta`` and the 2D ``lattice``), named as its observables: ``plaquette``,
     ``action_density`` and ``wilson_R_T`` for 1 ≤ R ≤ T ≤ its ``loop_extent`` (default
-    min(min(L)//2, 6))."""
+    min(min(L)//2, 6)); and ``log_z`` (`log_partition_function`: Haar measure of mass 1 per link, the
+    normalisation of the field space's prior, so that importance samplers' log Z estimates compare)."""
     n = _colours(theory)
     for name in ("beta", "lattice"):
         if getattr(theory, name, None) is None:
@@ -316,4 +317,6 @@ def sun_exact(theory) -> dict[str, float]:
         raise ValueError(f"exact SU(N) values exist in two dimensions only, got lattice {list(lattice)}")
     extent = getattr(theory, "loop_extent", None)
     loops = None if extent is None else tuple((r, t) for r in range(1, extent + 1) for t in range(r, extent + 1))
-    return sun_2d_exact(n, float(theory.beta), lattice, loops=loops)
+    values = sun_2d_exact(n, float(theory.beta), lattice, loops=loops)
+    values["log_z"] = log_partition_function(n, float(theory.beta), lattice)
+    return values
