@@ -112,7 +112,7 @@ def sampler_metrics(chain: Chain, theory=None, markov: bool = True) -> dict:
     """Acceptance, <exp(−ΔH)> (must be 1 within errors for a correct HMC) and, for importance samplers,
     the ESS with the Pareto k̂ of their weights (`stats.pareto_k`: above 0.7 the ESS is not to be
     trusted) and against the number of samples (`stats.ess_versus_samples`), log Z = log mean w with
-    its delta-method error (module docstring) and, where the sampler evaluated its density on target
+    its delta-method error (module docstring), the ELBO = mean log w and, where the sampler evaluated its density on target
     samples, the forward ESS and the EUBO; where ``theory`` knows its sectors, their coverage
     (`suite.modes.mode_coverage`; ``markov``: the chain's configurations are a Markov chain, not
     independent samples)."""
@@ -131,6 +131,9 @@ def sampler_metrics(chain: Chain, theory=None, markov: bool = True) -> dict:
                           "n_samples": len(log_w), "pareto_k": stats.pareto_k(log_w)}
         log_z, log_z_error = stats.log_mean_weight(log_w)
         metrics["log_z"] = {"value": log_z, "error": log_z_error, "error_method": "delta"}
+        # ELBO = E_q[log w] ≤ log Z (equality iff q = p; log Z − ELBO = KL(q‖p), the reverse KL)
+        metrics["elbo"] = {"value": float(log_w.mean()), "error": float(log_w.std(ddof=1) / np.sqrt(len(log_w))),
+                           "n_samples": len(log_w)}
         metrics["ess_curve"] = stats.ess_versus_samples(log_w)
     if chain.target_log_weights is not None:
         # Forward metrics from samples of the target (`stats.forward_effective_sample_size`): the

@@ -66,4 +66,11 @@ def test_run_reproduces_the_exact_values(tmp_path, sampler):
     assert {"re_trace", "re_trace_2", "action_density"} <= set(pulls)
     assert all(abs(p) < 4 for p in pulls.values()), pulls
     if sampler[1] == "flow":
-        assert row["metrics"]["ess"]["value"] > 0.9 and abs(pulls["log_z"]) < 4
+        metrics = row["metrics"]
+        assert metrics["ess"]["value"] > 0.9 and abs(pulls["log_z"]) < 4
+        kl = row["reference"]["log_z"]["value"] - metrics["elbo"]["value"]  # KL(q‖p) ≥ 0, small after training
+        assert -4 * metrics["elbo"]["error"] < kl < 0.05
+        assert main(["report", str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+        report = (tmp_path / "report" / "report.md").read_text()
+        section = report[report.index("## Flow quality: single SU(N) matrices"):]
+        assert "| sun-matrix/su3-beta6/K1 | 3 | 6 | sun-spectral | flow | 0.4225 |" in section

@@ -244,4 +244,5 @@ register_theory(TheoryInfo(
     figure_observables=("plaquette", "wilson_2_2", "polyakov"),
     exact={"sun-character-expansion": ExactSolver(lazy("suite.exact.sun:sun_exact"),
                                                   "exact: 2D SU(N) character expansion on the torus")},
+    report_sections=(lazy("suite.report.sun_flows:sun_flow_section"),),
 ))

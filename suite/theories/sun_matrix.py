@@ -97,4 +97,5 @@ register_theory(TheoryInfo(
     figure_observables=("re_trace", "re_trace_2"),
     exact={"sun-single-matrix": ExactSolver(lazy("suite.theories.sun_matrix:single_matrix_exact"),
                                             "exact: single-matrix integrals (Bessel determinant, Weyl quadrature)")},
+    report_sections=(lazy("suite.report.sun_flows:sun_flow_section"),),
 ))
