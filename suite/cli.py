@@ -646,6 +646,8 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     results.COMMAND = "lftbench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.command == "run":
+        results.code_state()  # the code this run starts with, whatever is edited or committed while it runs
     debug = args.debug or bool(os.environ.get("LFTBENCH_DEBUG"))
     if getattr(args, "distributed", False) and os.environ.get("RANK", "0") != "0" and not debug:
         sys.stderr = open(os.devnull, "w")  # ranks other than 0 say nothing: rank 0 prints the one line

@@ -97,14 +97,17 @@ def test_rows_from_a_dirty_tree_are_named_loudly_in_the_report(tmp_path, monkeyp
     real_git = results._git
     fake = {"status": " M suite/theories/phi4.py\n M README.md", "diff": "diff --git a/README.md b/README.md\n"}
     out, clean = tmp_path / "results", tmp_path / "clean"
+    results.code_state.cache_clear()
     assert main(["run", "--entry", "phi4/free/L8", *TINY, "--seed", "1", "--out", str(clean)]) == 0
     monkeypatch.setattr(results, "_git", lambda *args: fake.get(args[0], real_git(*args)))
+    results.code_state.cache_clear()  # the state is read once per process (next test)
     assert main(["run", "--entry", "phi4/free/L8", *TINY, "--seed", "2", "--out", str(out)]) == 0
     (row,) = read_rows(out)
     assert row.provenance["git_dirty"] is True
     assert row.provenance["git_changed_files"] == ["README.md", "suite/theories/phi4.py"]
     assert len(row.provenance["git_diff_sha256"]) == 64
     monkeypatch.setattr(results, "_git", real_git)
+    results.code_state.cache_clear()
     (clean_row,) = read_rows(clean)
     if clean_row.provenance["git_dirty"] is False:  # a checkout with uncommitted changes makes both dirty
         assert main(["report", str(clean), "--out", str(tmp_path / "clean-report")]) == 0
@@ -113,6 +116,25 @@ def test_rows_from_a_dirty_tree_are_named_loudly_in_the_report(tmp_path, monkeyp
     report = (tmp_path / "report" / "report.md").read_text()
     assert "run(s) were made from a working tree with uncommitted changes" in report
     assert "README.md, suite/theories/phi4.py" in report and row.provenance["git_diff_sha256"][:12] in report
+
+
+def test_the_code_state_is_read_once_and_keeps_every_changed_file_name(monkeypatch):
+    """Rows of a long run name the code it started with, not edits made meanwhile; `git status
+    --porcelain` lines start with a space, which must not cost the first file name its first letter."""
+    import subprocess
+
+    from suite.harness import results
+
+    outputs = {"status": " M suite/metrics.py\n M reference/hmc.py\n", "rev-parse": "abc\n", "diff": "x\n"}
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 0, outputs[cmd[1]], ""))
+    results.code_state.cache_clear()
+    try:
+        state = results.code_state()
+        assert state["git_changed_files"] == ["reference/hmc.py", "suite/metrics.py"] and state["git_commit"] == "abc"
+        outputs.update(status="", **{"rev-parse": "def\n"})  # a commit made while the run goes on
+        assert results.provenance()["git_commit"] == "abc" and results.provenance()["git_dirty"] is True
+    finally:
+        results.code_state.cache_clear()
 
 
 def test_a_failed_task_keeps_earlier_rows_the_study_goes_on_and_torn_lines_are_ignored(tmp_path, monkeypatch,

@@ -11,6 +11,7 @@ import platform
 import subprocess
 import sys
 from datetime import datetime, timezone
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
@@ -39,7 +40,22 @@ def _git(*args: str) -> str | None:
                              cwd=Path(__file__).resolve().parents[2])
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    return out.stdout.rstrip() if out.returncode == 0 else None  # rstrip: porcelain lines start with a space
+
+
+@lru_cache(maxsize=1)
+def code_state() -> dict:
+    """The git state of the code this process runs, read once, at the first call (`suite.cli.main`
+    calls it at start, so commits or edits made while a long run goes on do not change what its rows
+    say): commit, whether tracked files differ from it, which, and a hash of `git diff HEAD`."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    diff = _git("diff", "HEAD") if status else None
+    return {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+        "git_changed_files": sorted(line[3:] for line in status.splitlines()) if status else [],
+        "git_diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None,
+    }
 
 
 def provenance() -> dict:
@@ -52,15 +68,9 @@ def provenance() -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    diff = _git("diff", "HEAD") if status else None
     return {
         "command": COMMAND,
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": None if status is None else bool(status),
-        # what the uncommitted changes were: the tracked files and a hash of `git diff HEAD`
-        "git_changed_files": sorted(line[3:] for line in status.splitlines()) if status else [],
-        "git_diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None,
+        **code_state(),
         "packages": versions,
         "python": sys.version.split()[0],
         "host": platform.node(),
