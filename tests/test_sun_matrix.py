@@ -30,7 +30,9 @@ def test_exact_values_against_haar_integration(n, beta):
 
 
 def test_su2_closed_forms():
-    exact = single_matrix_exact(SUNMatrices(3, 2, 4.0))
+    theory = SUNMatrices(3, 2, 4.0)
+    exact = single_matrix_exact(theory)
+    assert set(exact) == set(theory.observables(theory.field.prior_sample(1))) | {"log_z"}  # no Im Tr for SU(2)
     assert exact["re_trace"] == pytest.approx(iv(2, 4.0) / iv(1, 4.0), abs=1e-12)
     assert exact["log_z"] == pytest.approx(3 * math.log(2 * iv(1, 4.0) / 4.0), abs=1e-12)  # K = 3 matrices
 

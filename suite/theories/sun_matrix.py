@@ -14,8 +14,8 @@ log Z = K log a_0 (`single_matrix_log_z`, a Toeplitz determinant of Bessel funct
 Fields ``(B, K, N, N)`` (`suite.fields.SUN`, Haar prior). Force F_k = (β/2N) P[U_k] with P the
 traceless anti-Hermitian part (the staple formula of `suite.theories.sun` with the staple 𝟙).
 Observables, averaged over the K matrices, shape (B,): ``re_trace`` (1/N) Re Tr U (the 2D
-infinite-volume plaquette), ``re_trace_2`` (1/N) Re Tr U², ``im_trace`` (1/N) Im Tr U (0 by the
-symmetry U → U†), ``action_density`` S/K.
+infinite-volume plaquette), ``re_trace_2`` (1/N) Re Tr U², for N ≥ 3 ``im_trace`` (1/N) Im Tr U (0 by the
+symmetry U → U†; for SU(2) the trace is real, so it is left out), ``action_density`` S/K.
 
 Registered as theory ``sun-matrix``; exact solver ``sun-single-matrix``.
 """
@@ -70,12 +70,14 @@ class SUNMatrices(Theory):
 
     def observables(self, x):
         trace = _trace(x) / self.n
-        return {
+        obs = {
             "re_trace": trace.real.mean(-1),
             "re_trace_2": (_trace(x @ x) / self.n).real.mean(-1),
-            "im_trace": trace.imag.mean(-1),
             "action_density": -self.beta * trace.real.mean(-1),
         }
+        if self.n > 2:
+            obs["im_trace"] = trace.imag.mean(-1)
+        return obs
 
 
 def single_matrix_exact(theory: SUNMatrices) -> dict[str, float]:
@@ -85,8 +87,11 @@ def single_matrix_exact(theory: SUNMatrices) -> dict[str, float]:
 
     moments = plaquette_moments_infinite_volume(theory.n, theory.beta, powers=(1, 2))
     log_a0 = single_matrix_log_z(theory.n, theory.beta)
-    return {"re_trace": moments[1], "re_trace_2": moments[2], "im_trace": 0.0,
-            "action_density": -theory.beta * moments[1], "log_z": theory.lattice[0] * log_a0}
+    exact = {"re_trace": moments[1], "re_trace_2": moments[2],
+             "action_density": -theory.beta * moments[1], "log_z": theory.lattice[0] * log_a0}
+    if theory.n > 2:
+        exact["im_trace"] = 0.0
+    return exact
 
 
 register_theory(TheoryInfo(
