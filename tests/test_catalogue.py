@@ -56,7 +56,7 @@ def test_good_file_parses(tmp_path):
 
 
 @pytest.mark.parametrize("old,new,message", [
-    ('lattice = [4, 4]', 'lattice = [1, 4]', "field 'lattice'"),
+    ('lattice = [4, 4]', 'lattice = [0, 4]', "field 'lattice'"),
     ('tier = "quick"', 'tier = "fast"', "field 'tier'"),
     ('description = "test"\n', '', "missing field 'description'"),
     ('m2 = 1.0', 'm2 = "one"', "field 'params.m2'"),

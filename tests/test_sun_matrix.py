@@ -44,7 +44,7 @@ def test_force_is_the_autograd_force():
 
 
 def test_catalogue_entries_and_bad_input():
-    entry = get_entry("sun-matrix/su3-beta6/K1")
+    entry = get_entry("sun-matrix/su3-beta6/L1")
     theory = entry.build_theory()
     assert theory.lattice == (1,) and theory.field.shape == (1, 3, 3)
     assert single_matrix_exact(theory)["re_trace"] == pytest.approx(0.42253173965, abs=1e-10)
@@ -62,7 +62,7 @@ def test_catalogue_entries_and_bad_input():
 def test_run_reproduces_the_exact_values(tmp_path, sampler):
     from suite.cli import main
 
-    assert main(["run", "--entry", "sun-matrix/su3-beta6/K1", *sampler, "--out", str(tmp_path)]) == 0
+    assert main(["run", "--entry", "sun-matrix/su3-beta6/L1", *sampler, "--out", str(tmp_path)]) == 0
     (row,) = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     pulls = {name: ref["pull"] for name, ref in row["reference"].items()}
     assert {"re_trace", "re_trace_2", "action_density"} <= set(pulls)
@@ -75,4 +75,4 @@ def test_run_reproduces_the_exact_values(tmp_path, sampler):
         assert main(["report", str(tmp_path), "--out", str(tmp_path / "report")]) == 0
         report = (tmp_path / "report" / "report.md").read_text()
         section = report[report.index("## Flow quality: single SU(N) matrices"):]
-        assert "| sun-matrix/su3-beta6/K1 | 3 | 6 | sun-spectral | flow | 0.4225 |" in section
+        assert "| sun-matrix/su3-beta6/L1 | 3 | 6 | sun-spectral | flow | 0.4225 |" in section

@@ -177,7 +177,8 @@ def test_every_shipped_entry_resolves_through_the_registry():
         if entry.exact is not None:
             assert entry.exact in info.exact, entry.id
             assert info.exact[entry.exact].provenance.startswith("exact")
-    assert {e.exact for e in shipped if e.exact} == {"free-scalar", "u1-character-expansion", "sun-character-expansion"}
+    assert {e.exact for e in shipped if e.exact} == {"free-scalar", "u1-character-expansion", "sun-character-expansion",
+                                                      "sun-single-matrix"}
 
 
 @pytest.mark.parametrize("entry_id", ["phi4/free/L8", "u1/beta2/L8"])
