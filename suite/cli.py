@@ -639,6 +639,7 @@ def cmd_throughput(args) -> int:
 COMMANDS = {"list": cmd_list, "samplers": cmd_samplers, "run": cmd_run, "status": cmd_status, "report": cmd_report, "compare": cmd_compare,
             "calibrate": cmd_calibrate, "references": cmd_references,
             "validate": cmd_validate, "throughput": cmd_throughput}
+ROW_WRITERS = {"run", "calibrate", "validate", "throughput"}  # the commands whose rows record the code's git state
 
 
 def main(argv=None) -> int:
@@ -646,8 +647,8 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     results.COMMAND = "lftbench " + shlex.join(sys.argv[1:] if argv is None else argv)
-    if args.command == "run":
-        results.code_state()  # the code this run starts with, whatever is edited or committed while it runs
+    if args.command in ROW_WRITERS:
+        results.code_state()  # the code this command starts with, whatever is edited or committed while it runs
     debug = args.debug or bool(os.environ.get("LFTBENCH_DEBUG"))
     if getattr(args, "distributed", False) and os.environ.get("RANK", "0") != "0" and not debug:
         sys.stderr = open(os.devnull, "w")  # ranks other than 0 say nothing: rank 0 prints the one line

@@ -108,12 +108,18 @@ def _reweighted_estimates(chain: Chain, theory, seconds_per_config: float | None
     return estimates
 
 
+def _mean_with_error(values: np.ndarray) -> dict:
+    """Mean of independent draws with its standard error (the ELBO and the EUBO)."""
+    return {"value": float(values.mean()), "error": float(values.std(ddof=1) / np.sqrt(len(values))),
+            "n_samples": len(values)}
+
+
 def sampler_metrics(chain: Chain, theory=None, markov: bool = True) -> dict:
     """Acceptance, <exp(−ΔH)> (must be 1 within errors for a correct HMC) and, for importance samplers,
     the ESS with the Pareto k̂ of their weights (`stats.pareto_k`: above 0.7 the ESS is not to be
     trusted) and against the number of samples (`stats.ess_versus_samples`), log Z = log mean w with
-    its delta-method error (module docstring), the ELBO = mean log w and, where the sampler evaluated its density on target
-    samples, the forward ESS and the EUBO; where ``theory`` knows its sectors, their coverage
+    its delta-method error (module docstring), the ELBO = mean log w and, where the sampler evaluated
+    its density on target samples, the forward ESS and the EUBO; where ``theory`` knows its sectors, their coverage
     (`suite.modes.mode_coverage`; ``markov``: the chain's configurations are a Markov chain, not
     independent samples)."""
     metrics = {}
@@ -132,8 +138,7 @@ def sampler_metrics(chain: Chain, theory=None, markov: bool = True) -> dict:
         log_z, log_z_error = stats.log_mean_weight(log_w)
         metrics["log_z"] = {"value": log_z, "error": log_z_error, "error_method": "delta"}
         # ELBO = E_q[log w] ≤ log Z (equality iff q = p; log Z − ELBO = KL(q‖p), the reverse KL)
-        metrics["elbo"] = {"value": float(log_w.mean()), "error": float(log_w.std(ddof=1) / np.sqrt(len(log_w))),
-                           "n_samples": len(log_w)}
+        metrics["elbo"] = _mean_with_error(log_w)
         metrics["ess_curve"] = stats.ess_versus_samples(log_w)
     if chain.target_log_weights is not None:
         # Forward metrics from samples of the target (`stats.forward_effective_sample_size`): the
@@ -142,8 +147,7 @@ def sampler_metrics(chain: Chain, theory=None, markov: bool = True) -> dict:
         lw = np.asarray(chain.target_log_weights, dtype=float).ravel()
         metrics["forward_ess"] = {"value": stats.forward_effective_sample_size(lw),
                                   "error": stats.forward_ess_bootstrap_error(lw), "n_samples": len(lw)}
-        metrics["eubo"] = {"value": float(lw.mean()), "error": float(lw.std(ddof=1) / np.sqrt(len(lw))),
-                           "n_samples": len(lw)}
+        metrics["eubo"] = _mean_with_error(lw)
     if "mag" in chain.observables:
         # Mode coverage: the unweighted fraction of configurations with M > 0 (½ for a Z₂-symmetric
         # target; a flow that collapsed onto one vacuum of the broken phase shows ~0 or ~1).
