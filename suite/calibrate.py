@@ -88,6 +88,18 @@ def _target(point: Point) -> tuple[str, float]:
     return name, float(value)
 
 
+def _check_target(point: Point) -> None:
+    """A one-line UsageError unless the point's target is one of the reference observables its theory
+    registers (those a calibration measures, `suite.theories.registry`)."""
+    from suite.theories import theory_info
+
+    name, _ = _target(point)
+    known = theory_info(point.theory).reference_observables
+    if name not in known:
+        raise UsageError(f"{point.id}: the target {name!r} is not a reference observable of theory {point.theory!r} "
+                         f"(it has {', '.join(known) or 'none'})")
+
+
 def _f(point: Point, evaluation: dict) -> tuple[float, float]:
     """f = ln(O/target) and its error."""
     name, target = _target(point)
@@ -182,6 +194,7 @@ def calibrate(entry_id: str, state_dir: str | Path, *, catalogue_file: Path | No
     point = points().get(entry_id)
     if point is None:
         raise UsageError(f"{entry_id!r} is not a point of a line of constant physics; see 'lftbench calibrate --list'")
+    _check_target(point)
     catalogue_file = point.catalogue_file if catalogue_file is None else catalogue_file
     written = read_calibrated(catalogue_file)
     if point.source is not None:

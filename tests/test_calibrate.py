@@ -113,6 +113,26 @@ def test_unknown_point_and_uncalibrated_entry_are_one_line_errors(monkeypatch):
         get_entry("phi4/pending/L64")
 
 
+def test_a_target_the_theory_does_not_measure_is_a_one_line_error(tmp_path, monkeypatch):
+    """Before any HMC run: the target must be one of the theory's reference observables."""
+    path = tmp_path / "bad.toml"
+    path.write_text(LINES.replace("target = { xi2nd = 2.0 }", "target = { xi3rd = 2.0 }"))
+    monkeypatch.setattr(cal, "points", lambda: parse_lines_file(path))
+    monkeypatch.setattr(cal, "_run", lambda *args: pytest.fail("ran HMC for a target it cannot measure"))
+    with pytest.raises(UsageError, match="phi4/free-xi2/L6: the target 'xi3rd' is not a reference observable of "
+                                         "theory 'phi4' \\(it has .*xi2nd"):
+        cal.calibrate("phi4/free-xi2/L6", tmp_path / "state", catalogue_file=tmp_path / "lcp.toml", log=lambda m: None)
+    assert not (tmp_path / "lcp.toml").exists()
+
+
+def test_every_shipped_line_targets_an_observable_its_theory_measures():
+    from suite.catalogue.lines import points
+
+    for point in points().values():
+        if point.tuned:
+            cal._check_target(point)  # raises for a target the calibration cannot measure
+
+
 def test_lines_file_is_validated(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text(LINES.replace('target = { xi2nd = 2.0 }\n', ''))

@@ -279,4 +279,5 @@ register_theory(TheoryInfo(
     conventions=CONVENTIONS,
     headline_observable="chi_m",
     figure_observables=("chi_m", "topological_charge", "energy"),
+    reference_observables=("xi2nd", "chi_m", "energy", "chi_t"),
 ))
