@@ -89,10 +89,12 @@ def _target(point: Point) -> tuple[str, float]:
 
 
 def _check_target(point: Point) -> None:
-    """A one-line UsageError unless the point's target is one of the reference observables its theory
-    registers (those a calibration measures, `suite.theories.registry`)."""
+    """A one-line UsageError unless a tuned point's target is one of the reference observables its
+    theory registers (those a calibration measures, `suite.theories.registry`); volume points have none."""
     from suite.theories import theory_info
 
+    if not point.tuned:
+        return
     name, _ = _target(point)
     known = theory_info(point.theory).reference_observables
     if name not in known:

@@ -110,7 +110,9 @@ def test_theory_built_from_the_catalogue_and_bad_parameters():
     with pytest.raises(ValueError, match="two dimensions"):
         CPNModel((4, 4, 4), 1.0, 3)
     cpn = [e for e in entries() if e.theory == "cpn"]
-    assert len(cpn) == 12 and {e.params["n"] for e in cpn} == {3, 10}
+    calibrated = [e for e in cpn if "-xi" in e.id]  # the lines of constant physics (cpn-lcp.toml)
+    assert len(cpn) - len(calibrated) == 12 and {e.params["n"] for e in cpn} == {3, 10}
+    assert all(set(e.reference) == {"xi2nd", "chi_m", "energy", "chi_t"} for e in calibrated) and calibrated
     assert {(e.convention, e.params["n"]) for e in cpn} == {("quartic", 3), ("quartic", 10), ("auxiliary", 10)}
     for e in cpn:
         theory = e.build_theory()
