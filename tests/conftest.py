@@ -1,5 +1,6 @@
 """Shared test set-up."""
 
+import pandas as pd
 import pytest
 import torch
 
@@ -24,3 +25,22 @@ def result_row(folder=None, **fields):
                 "seed": 0, "device": "cpu", "device_name": "test CPU", "dtype": "float64", "suite_version": "test",
                 "catalogue_version": 2}
     return ResultRow(**{**defaults, **fields}, folder=folder)
+
+
+def markdown_tables(lines, every: bool = False):
+    """The Markdown tables of a section by heading, as DataFrames of strings: the first table under
+    each heading, or (``every``) the list of all of them."""
+    found, heading = {}, None
+    lines = "\n".join(lines).splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("## "):
+            heading = line
+        elif line.startswith("|") and not lines[i - 1].startswith("|"):
+            body = []
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                body.append([c.strip() for c in row.strip("|").split("|")])
+            found.setdefault(heading, []).append(
+                pd.DataFrame(body, columns=[c.strip() for c in line.strip("|").split("|")]))
+    return found if every else {heading: tables[0] for heading, tables in found.items()}

@@ -1,14 +1,13 @@
 """The Schwinger-model report section on hand-made rows (one table per lattice size, costs from N_eff over
 Q and the condensate), its registration with the theory, and the study schwinger-flows."""
 
-import pandas as pd
 import pytest
 
 from suite.harness.study import load_study
 from suite.report.schwinger import schwinger_section
 from suite.samplers import spec_dict
 from suite.theories.registry import theory_info
-from tests.conftest import result_row
+from tests.conftest import markdown_tables as tables, result_row
 
 HMC = spec_dict({"name": "hmc", "chains": 16, "n_traj": 300, "integrator": "omelyan"})
 FLOW_MH = spec_dict({"name": "flow-mh", "model": "u1-equivariant", "budget_steps": 1500})
@@ -30,23 +29,6 @@ def schwinger_row(run_id, sampler, kappa, lattice=(8, 8), *, tau_q, tau_condensa
                       metrics={"acceptance": 0.5},
                       observables={"topological_charge": estimate(tau_q, n_samples),
                                    "chiral_condensate": estimate(tau_condensate, n_samples)})
-
-
-def tables(lines):
-    """The Markdown tables of a section by heading, as DataFrames of strings."""
-    found, heading = {}, None
-    lines = "\n".join(lines).splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith("## "):
-            heading = line
-        elif line.startswith("|") and heading not in found:
-            body = []
-            for row in lines[i + 2:]:
-                if not row.startswith("|"):
-                    break
-                body.append([c.strip() for c in row.strip("|").split("|")])
-            found[heading] = pd.DataFrame(body, columns=[c.strip() for c in line.strip("|").split("|")])
-    return found
 
 
 def test_one_table_per_lattice_with_cg_iterations_and_both_costs(tmp_path):

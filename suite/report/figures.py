@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -13,8 +14,12 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from suite import stats  # noqa: E402
+from suite.report.tables import format_value  # noqa: E402
 
 HISTORY_REPLICA = 4  # chains drawn in a history plot
+# The look of the fitted-law figures of a paper (scaling and freezing sections).
+FIT_STYLE = {"figure.figsize": (6.4, 4.2), "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
+             "legend.fontsize": 7, "errorbar.capsize": 3, "lines.markersize": 5, "savefig.dpi": 150}
 
 
 def save_figure(fig, path: Path, vector: bool = True, dpi: float | None = None) -> Path:
@@ -181,3 +186,31 @@ def transport_bars(groups: dict[str, list[tuple[str, str, float, float]]], title
     ax.legend(handles=[Patch(color=colours[arm], label=text) for arm, text in TRANSPORT_ARMS.items()],
               fontsize=7, loc="best")
     return _save(fig, title, path)
+
+
+def plain_log_ticks(ax) -> None:
+    """Plain numbers at 1, 2, 3, 4, 6, 8 × 10^k on log axes spanning less than two decades
+    (wider ones keep powers of ten)."""
+    for axis in (ax.xaxis, ax.yaxis):
+        lo, hi = axis.get_view_interval()
+        if axis.get_scale() == "log" and 0 < lo and hi / lo < 100:
+            axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 3, 4, 6, 8)))
+            axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def fit_label(fit, names) -> str:
+    """``formula: name = value(error), ..., χ²/dof`` of a `suite.report.fits.FitResult`."""
+    shown = ", ".join(f"{n} = {format_value(fit.params[n], fit.errors[n])}" for n in names)
+    return f"{fit.formula}: {shown}, χ²/dof = {fit.chi2_dof:.2g}"
+
+
+def errorbar_with_fit(ax, x, y, yerr, label, fit=None, fit_names=(), marker="o", others=(), **style):
+    """Points with error bars and, if given, the fitted curve across their range (``others``:
+    further fits, dashed); ``style``: further errorbar options (a colour, open markers). Returns the colour used."""
+    bars = ax.errorbar(x, y, yerr=yerr, marker=marker, ls="none", label=label, **style)
+    grid = np.geomspace(min(x), max(x), 100)
+    for curve, line in [(fit, "-")] * (fit is not None) + [(f, "--") for f in others]:
+        ax.plot(grid, curve(grid), color=bars[0].get_color(), lw=1, ls=line,
+                label=f"fit {fit_label(curve, fit_names)}")
+    return bars[0].get_color()

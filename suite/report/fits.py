@@ -87,6 +87,14 @@ def weighted_fit(function, x, y, sigma, p0, names, *, law: str, formula: str, fi
                      dof=len(x) - len(names), fixed=dict(fixed or {}), function=function)
 
 
+def try_fit(make, *args):
+    """``make(*args)``, or None where there are too few points or the fit does not converge."""
+    try:
+        return make(*args)
+    except (RuntimeError, ValueError):
+        return None
+
+
 def _log_slope_start(x, y) -> tuple[float, float]:
     """Intercept and slope of the straight line through (x, ln y) for y > 0: starting values."""
     positive = y > 0
@@ -150,14 +158,9 @@ def fit_dynamic_exponent(xi, tau, tau_error) -> FitResult:
 def fit_training_cost(size, cost, cost_error) -> dict[str, FitResult]:
     """Cost to reach a target ESS against a size (L or ξ): both ``power`` (c x^b) and
     ``exponential`` (a e^(b x)); fits that fail to converge are left out."""
-    fits = {}
-    for law, fit in (("power", lambda: fit_power(size, cost, cost_error, ("c", "b"), "cost = c x^b")),
-                     ("exponential", lambda: fit_exponential(size, cost, cost_error, ("a", "b"), "cost = a e^(b x)"))):
-        try:
-            fits[law] = fit()
-        except (RuntimeError, ValueError):
-            continue
-    return fits
+    fits = {"power": try_fit(fit_power, size, cost, cost_error, ("c", "b"), "cost = c x^b"),
+            "exponential": try_fit(fit_exponential, size, cost, cost_error, ("a", "b"), "cost = a e^(b x)")}
+    return {law: fit for law, fit in fits.items() if fit is not None}
 
 
 def preferred(fits: dict[str, FitResult]) -> str | None:

@@ -18,7 +18,6 @@ import math
 from pathlib import Path
 
 import matplotlib
-import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -28,7 +27,7 @@ import pandas as pd  # noqa: E402
 from suite.catalogue.lines import points  # noqa: E402
 from suite.metrics import run_time_to_target  # noqa: E402
 from suite.report import fits  # noqa: E402
-from suite.report.figures import markdown_image, save_figure  # noqa: E402
+from suite.report.figures import FIT_STYLE, errorbar_with_fit, markdown_image, plain_log_ticks, save_figure  # noqa: E402
 from suite.report.tables import format_value, sampler_label, to_markdown, write_table  # noqa: E402
 
 TAU_OBSERVABLES = {"abs_mag": "|M|", "chi2": "χ₂"}
@@ -37,8 +36,6 @@ COST_OBSERVABLE = "chi2"
 # bootstrap error is then unreliable too): drawn, but left out of the ESS(V) fit.
 MIN_EFFECTIVE_SAMPLES = 100
 MAX_PARETO_K = 0.7  # above it the weights' tail is too heavy for any ESS estimate (`stats.pareto_k`)
-STYLE = {"figure.figsize": (6.4, 4.2), "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
-         "legend.fontsize": 7, "errorbar.capsize": 3, "lines.markersize": 5, "savefig.dpi": 150}
 
 
 def _save(fig, path: Path) -> list[str]:
@@ -73,56 +70,21 @@ def _volume_rows(rows: list[dict]) -> dict[str, list[dict]]:
             any(points()[r.entry].source for r in v)}
 
 
-def _plain_ticks(ax) -> None:
-    """Plain numbers at 1, 2, 3, 4, 6, 8 × 10^k on log axes spanning less than two decades
-    (wider ones keep powers of ten)."""
-    for axis in (ax.xaxis, ax.yaxis):
-        lo, hi = axis.get_view_interval()
-        if axis.get_scale() == "log" and 0 < lo and hi / lo < 100:
-            axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 3, 4, 6, 8)))
-            axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-
-
-def _fit_label(fit: fits.FitResult, names) -> str:
-    shown = ", ".join(f"{n} = {format_value(fit.params[n], fit.errors[n])}" for n in names)
-    return f"{fit.formula}: {shown}, χ²/dof = {fit.chi2_dof:.2g}"
-
-
-def _draw(ax, x, y, yerr, label, fit=None, fit_names=(), marker="o", others=()):
-    """Points with error bars and, if given, the fitted curve across their range (``others``:
-    further fits, dashed); returns the colour used."""
-    bars = ax.errorbar(x, y, yerr=yerr, marker=marker, ls="none", label=label)
-    grid = np.geomspace(min(x), max(x), 100)
-    for curve, style in [(fit, "-")] * (fit is not None) + [(f, "--") for f in others]:
-        ax.plot(grid, curve(grid), color=bars[0].get_color(), lw=1, ls=style,
-                label=f"fit {_fit_label(curve, fit_names)}")
-    return bars[0].get_color()
-
-
-def _try_fit(make, *args):
-    """A fit, or None where there are too few points or it does not converge."""
-    try:
-        return make(*args)
-    except (RuntimeError, ValueError):
-        return None
-
-
 def dynamic_exponent_part(lines: dict[int, list[dict]], folder: Path) -> list[str]:
     hmc = {ratio: [r for r in rows if r.plugin.baseline] for ratio, rows in lines.items()}
     hmc = {k: v for k, v in hmc.items() if len(v) >= 2}
     if not hmc:
         return []
     records = []
-    with plt.rc_context(STYLE):
+    with plt.rc_context(FIT_STYLE):
         fig, ax = plt.subplots()
         for (ratio, rows), marker in zip(sorted(hmc.items()), "os^v"):
             for name, symbol in TAU_OBSERVABLES.items():
                 xi = np.array([_xi(r)[0] for r in rows])
                 tau = np.array([r.observables[name]["tau_int"] for r in rows])
                 err = np.array([r.observables[name]["tau_int_error"] for r in rows])
-                fit = _try_fit(fits.fit_dynamic_exponent, xi, tau, err)
-                _draw(ax, xi, tau, err, f"HMC, τ_int({symbol}), L/ξ = {ratio}", fit, ("z",), marker)
+                fit = fits.try_fit(fits.fit_dynamic_exponent, xi, tau, err)
+                errorbar_with_fit(ax, xi, tau, err, f"HMC, τ_int({symbol}), L/ξ = {ratio}", fit, ("z",), marker)
                 records.append({"line": f"L/ξ = {ratio}", "observable": symbol, "points": len(rows),
                                 **({"z": format_value(fit.params["z"], fit.errors["z"]),
                                     "c": format_value(fit.params["c"], fit.errors["c"]),
@@ -130,7 +92,7 @@ def dynamic_exponent_part(lines: dict[int, list[dict]], folder: Path) -> list[st
         ax.set(xscale="log", yscale="log", xlabel="ξ_2nd [lattice units]", ylabel="τ_int [trajectories of length 1]",
                title="HMC autocorrelation towards the continuum")
         ax.legend()
-        _plain_ticks(ax)
+        plain_log_ticks(ax)
         image = _save(fig, folder / "figures" / "scaling-tau-vs-xi")
     table = pd.DataFrame.from_records(records)
     return ["### HMC: τ_int against ξ (dynamic exponent z)", "", *image, to_markdown(table), "",
@@ -150,7 +112,7 @@ def _reliable_ess(ess: dict) -> bool:
 
 def ess_volume_part(lines: dict[str, list[dict]], folder: Path) -> list[str]:
     records, measured = [], []
-    with plt.rc_context(STYLE):
+    with plt.rc_context(FIT_STYLE):
         fig, ax = plt.subplots()
         for source, rows in lines.items():
             recipes = {}
@@ -162,10 +124,10 @@ def ess_volume_part(lines: dict[str, list[dict]], folder: Path) -> list[str]:
                 ess = np.array([r.metrics["ess"]["value"] for r in runs])
                 err = np.array([r.metrics["ess"]["error"] for r in runs])
                 kept = np.array([_reliable_ess(r.metrics["ess"]) for r in runs])
-                fit = _try_fit(fits.fit_ess_volume, volume[kept], ess[kept], err[kept]) if kept.sum() >= 2 else None
+                fit = fits.try_fit(fits.fit_ess_volume, volume[kept], ess[kept], err[kept]) if kept.sum() >= 2 else None
                 label, colour = f"{recipe} ({source} line)", None
                 if kept.any():
-                    colour = _draw(ax, volume[kept], ess[kept], err[kept], label, fit, ("ess_v0",))
+                    colour = errorbar_with_fit(ax, volume[kept], ess[kept], err[kept], label, fit, ("ess_v0",))
                 if not kept.all():  # open symbols, the recipe's colour
                     ax.errorbar(volume[~kept], ess[~kept], yerr=err[~kept], marker="o", mfc="none", ls="none",
                                 color=colour, label=None if kept.any() else label)
@@ -191,7 +153,7 @@ def ess_volume_part(lines: dict[str, list[dict]], folder: Path) -> list[str]:
             return []
         fig.set_size_inches(6.4, 4.2 + 0.18 * len(ax.get_legend_handles_labels()[1]))
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize=7)
-        _plain_ticks(ax)
+        plain_log_ticks(ax)
         image = _save(fig, folder / "figures" / "scaling-ess-vs-volume")
     table = pd.DataFrame.from_records(records)
     return ["### Flow ESS against volume", "",
@@ -217,7 +179,7 @@ def training_cost_part(volume_lines, continuum_lines, folder: Path, target: floa
                lambda r: r.lattice[0]),
               ("ξ_2nd [lattice units]", "ξ", continuum_lines.get(4, []), lambda r: _xi(r)[0])]
     records, missed, drawn = [], [], False
-    with plt.rc_context(STYLE):
+    with plt.rc_context(FIT_STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         for ax, (xlabel, short, rows, size_of) in zip(axes, panels):
             recipes = {}
@@ -230,7 +192,7 @@ def training_cost_part(volume_lines, continuum_lines, folder: Path, target: floa
                 err = np.maximum(err, 1.0)  # at least the resolution of one logged step
                 laws = fits.fit_training_cost(size, steps, err) if len(found) >= 2 else {}
                 best = fits.preferred(laws)
-                _draw(ax, size, steps, err, recipe, laws.get(best), ("b",),
+                errorbar_with_fit(ax, size, steps, err, recipe, laws.get(best), ("b",),
                       others=[f for law, f in laws.items() if law != best])
                 drawn = True
                 for law, fit in laws.items():
@@ -241,7 +203,7 @@ def training_cost_part(volume_lines, continuum_lines, folder: Path, target: floa
                    title=f"training cost against {short}")
             if ax.get_legend_handles_labels()[0]:
                 ax.legend()
-            _plain_ticks(ax)
+            plain_log_ticks(ax)
         if not drawn:
             plt.close(fig)
             return []
@@ -279,12 +241,12 @@ def cost_part(continuum_lines, folder: Path, n_independent: float) -> list[str]:
         return []
     hmc_by_entry = {r.entry: r for r in hmc}
     records = []
-    with plt.rc_context(STYLE):
+    with plt.rc_context(FIT_STYLE):
         fig, ax = plt.subplots()
         xi = np.array([_xi(r)[0] for r in hmc])
         cost, err = np.array([_cost(r) for r in hmc]).T
-        _draw(ax, xi, cost, err, "HMC (leapfrog, τ = 1)",
-              _try_fit(fits.fit_power, xi, cost, err, ("c", "z"), "cost = c ξ^z"), ("z",))
+        errorbar_with_fit(ax, xi, cost, err, "HMC (leapfrog, τ = 1)",
+              fits.try_fit(fits.fit_power, xi, cost, err, ("c", "z"), "cost = c ξ^z"), ("z",))
         for recipe, runs in flows.items():
             runs = sorted(runs, key=lambda r: _xi(r)[0])
             x = np.array([_xi(r)[0] for r in runs])
@@ -307,7 +269,7 @@ def cost_part(continuum_lines, folder: Path, n_independent: float) -> list[str]:
                ylabel=f"seconds per independent {TAU_OBSERVABLES[COST_OBSERVABLE]} sample",
                title=f"Cost per independent sample at L/ξ = 4 ({hmc[0].device_name})")
         ax.legend()
-        _plain_ticks(ax)
+        plain_log_ticks(ax)
         image = _save(fig, folder / "figures" / "scaling-cost-vs-xi")
     table = pd.DataFrame.from_records(records)
     return ["### Cost per independent sample against ξ", "",
@@ -336,7 +298,7 @@ def missing_part(rows: list[dict]) -> list[str]:
 
 def scaling_section(rows: list[dict], out: Path, *, target_ess: float, n_independent: float) -> list[str]:
     """The report lines of the scaling section (empty without runs on lines of constant physics)."""
-    rows = [r for r in rows if r.ok]
+    rows = [r for r in rows if r.ok and all(name in r.observables for name in TAU_OBSERVABLES)]  # φ⁴'s
     continuum, volume = _continuum_rows(rows), _volume_rows(rows)
     if not continuum and not volume:
         return []

@@ -11,7 +11,6 @@ seconds of the process, all threads).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +36,7 @@ def flow_quality_record(r) -> dict:
     return {
         "entry": r.entry, "N": _colours(r), "β": r.params["beta"], "model": r.sampler.get("model", r.sampler["name"]),
         "sampler": r.sampler["name"],
-        f"{headline} (exact)": r.reference[headline]["value"] if headline in r.reference else None,
+        f"{headline} (reference)": r.reference[headline]["value"] if headline in r.reference else None,
         headline: format_value(measured["value"], measured["error"]) if measured else None,
         "ESS": format_value(ess["value"], ess["error"]), "k̂": round(ess["pareto_k"], 2),
         "acceptance": metrics.get("acceptance"), "KL(q‖p)": kl,

@@ -110,7 +110,7 @@ from suite.fields import ProjectiveSpace, wrap_angle
 from suite.lattice import shift
 from suite.theories.base import Theory, check_coupling, integer_parameter
 from suite.theories.on import fourier_mode_power, stereographic_field, xi2nd_quantity
-from suite.theories.registry import TheoryInfo, register_theory
+from suite.theories.registry import TheoryInfo, lazy, register_theory
 
 CONVENTIONS = ("quartic", "auxiliary")
 
@@ -280,4 +280,5 @@ register_theory(TheoryInfo(
     headline_observable="chi_m",
     figure_observables=("chi_m", "topological_charge", "energy"),
     reference_observables=("xi2nd", "chi_m", "energy", "chi_t"),
+    report_sections=(lazy("suite.report.freezing:freezing_section"),),
 ))

@@ -44,7 +44,7 @@ from suite.fields import SphereSpace
 from suite.lattice import shift
 from suite.theories.base import DerivedQuantity, Theory, check_coupling, integer_parameter
 from suite.theories.phi4 import second_moment_correlation_length
-from suite.theories.registry import TheoryInfo, register_theory
+from suite.theories.registry import TheoryInfo, lazy, register_theory
 
 CONVENTIONS = ("standard",)
 
@@ -206,4 +206,5 @@ register_theory(TheoryInfo(
     headline_observable="chi_m",
     figure_observables=("chi_m", "energy", "topological_charge"),
     reference_observables=("xi2nd", "chi_m", "energy", "chi_t"),
+    report_sections=(lazy("suite.report.freezing:freezing_section"),),
 ))
