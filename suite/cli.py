@@ -224,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check HMC against the catalogue's reference values")
     p.add_argument("--tier", default="quick")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", action="append", metavar="PATTERN",
+                   help="only entries matching this shell pattern (repeatable), e.g. 'on/*'")
     p.add_argument("--out", help="also keep the runs in this results folder")
     p.add_argument("--json", action="store_true")
     _add_run_options(p)
@@ -551,6 +553,7 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    import fnmatch
     import tempfile
 
     from suite.catalogue import entries
@@ -562,9 +565,11 @@ def cmd_validate(args) -> int:
     spec = _spec_from_args(args, "hmc")
     _check_device(args.device)
     check_seed(args.seed)
-    targets = [e for e in entries(args.tier) if e.reference or e.exact]
+    targets = [e for e in entries(args.tier) if (e.reference or e.exact)
+               and (not args.only or any(fnmatch.fnmatchcase(e.id, pattern) for pattern in args.only))]
     if not targets:
-        raise UsageError(f"no {args.tier} entries with reference values")
+        matching = f" matching {' or '.join(args.only)}" if args.only else ""
+        raise UsageError(f"no {args.tier} entries{matching} with reference values")
     tasks = [make_task(e.id, spec, args.seed) for e in targets]
     with tempfile.TemporaryDirectory() as scratch, handle_signals():
         folder = args.out or scratch

@@ -170,15 +170,13 @@ def test_a_failed_task_keeps_earlier_rows_the_study_goes_on_and_torn_lines_are_i
     assert not (failed / "failure.txt").exists()  # removed when the task ran again
 
 
-def test_validate_passes_on_free_field(tmp_path, capsys, monkeypatch):
-    # Only the free field entries at L=8 keep this fast; the full quick tier is `make validate`.
-    from suite import catalogue
-
-    quick = [e for e in catalogue.entries("quick") if e.id == "phi4/free/L8"]
-    monkeypatch.setattr(catalogue, "entries", lambda tier=None: quick)
-    assert main(["validate", "--chains", "16", "--therm", "100", "--n-traj", "300"]) == 0
+def test_validate_passes_on_free_field(capsys):
+    # --only keeps this to the free field at L=8; the full quick tier is `make validate`.
+    assert main(["validate", "--only", "phi4/free/L8", "--chains", "16", "--therm", "100", "--n-traj", "300"]) == 0
     out = capsys.readouterr().out
-    assert "phi4/free/L8" in out and "0 failed" in out
+    assert "phi4/free/L8" in out and "0 failed" in out and "phi4/free/L16" not in out
+    assert main(["validate", "--only", "nothing/*"]) == 2
+    assert "no quick entries matching nothing/* with reference values" in capsys.readouterr().err
 
 
 def test_one_task_of_a_study_runs_alone_by_its_index(tmp_path, capsys):
