@@ -9,6 +9,8 @@ fewer with the carry-over), Gaussian momenta, Metropolis accept, on the 2-d Ï†â
 * ``batched`` (workload ``hmc``): the suite's ``reference.hmc.hmc_trajectory``, all chains as
   one batch, analytic force, action and force carried over from one trajectory to the next.
 * ``uncarried`` (``hmc-uncarried``): the same without the carry-over.
+* ``unblocked`` (``hmc-unblocked``): ``batched`` integrating the whole batch at once, not in blocks of
+  chains that fit the cache (``reference.hmc.chains_per_block``).
 * ``compiled`` (``hmc`` with ``compile``): ``batched`` with ``torch.compile(reference.hmc.evolve)``.
 * ``plain`` (``hmc-plain``): a teaching notebook's HMC, one chain after another, force by
   ``torch.func.grad``.
@@ -38,14 +40,14 @@ if __name__ == "__main__":
 from suite import throughput  # noqa: E402  (imports torch)
 from suite.throughput import add_script_arguments, configure_script, print_header  # noqa: E402
 
-IMPLS = {"batched": ("hmc", False), "uncarried": ("hmc-uncarried", False), "compiled": ("hmc", True),
-         "plain": ("hmc-plain", False)}
+IMPLS = {"batched": ("hmc", False), "uncarried": ("hmc-uncarried", False), "unblocked": ("hmc-unblocked", False),
+         "compiled": ("hmc", True), "plain": ("hmc-plain", False)}
 REQUIREMENT = {"L": 32, "chains": 64, "min_ratio": 10.0, "impl": "batched", "baseline": "plain"}
 
 
 def impl_of(row: dict) -> str:
-    return {"hmc-uncarried": "uncarried", "hmc-plain": "plain"}.get(row["workload"],
-                                                                    "compiled" if row["compile"] else "batched")
+    named = {"hmc-uncarried": "uncarried", "hmc-unblocked": "unblocked", "hmc-plain": "plain"}
+    return named.get(row["workload"], "compiled" if row["compile"] else "batched")
 
 
 def parse_args(argv=None):

@@ -27,6 +27,12 @@ fixed trajectory length, and then frozen; in the last quarter any diverging traj
 finite energy) shortens the step by a quarter. Only frozen-step trajectories are measured, so
 the chain is exact.
 
+On CPU the integration runs over blocks of chains in turn (`chains_per_block`): a batch whose
+fields outgrow the core's cache (φ⁴ with 64 chains at L ≥ 64) streams every temporary of every
+step through main memory, while a block of about `BLOCK_BYTES` per field stays in cache. Every
+operation of a chainwise theory (`Theory.chainwise`) acts on each chain alone, so the result is bit
+for bit that of the whole batch (tested); theories with auxiliary fields are integrated whole.
+
 Chains split over ranks (``group``, a `suite.distributed.Group` of a torchrun launch): ``chains`` is
 the whole batch, which the world size N must divide, and rank r runs chains r·b … (r+1)·b − 1
 (b = chains/N). Every rank seeds the generator alike and draws each random number of the *whole*
@@ -54,6 +60,7 @@ OMELYAN_LAMBDA = 0.1931833275037836
 ADAPT_FRACTION = 0.75  # of the thermalisation adapts the step; the rest runs frozen under a stability guard
 INTEGRATORS = ("leapfrog", "omelyan")
 FORCES_PER_STEP = {"leapfrog": 1, "omelyan": 2}  # force evaluations per integrator step
+BLOCK_BYTES = 2**20  # bytes of one field of a block of chains: one core's L2 cache here (bench/README.md)
 
 
 @dataclass
@@ -125,6 +132,29 @@ def evolve(theory, x, p, action, force, eps: float, n_steps: int, integrator: st
     return x_new, action_new, force_new, space.kinetic_energy(p_new) + action_new - h_old
 
 
+def chains_per_block(theory, x, block_bytes: int | None = BLOCK_BYTES) -> int:
+    """How many of the batch's chains (x: (B, ...)) `hmc_trajectory` integrates together: on CPU as many
+    as fit ``block_bytes`` per field; the whole batch on other devices, for theories that are not
+    chainwise (`Theory.chainwise`; an object that does not say is taken as not), with ``block_bytes`` None, or where a block would hold fewer than two chains (the
+    per-operation overhead of one-chain blocks outweighs the cache)."""
+    batch = x.shape[0]
+    if block_bytes is None or x.device.type != "cpu" or not getattr(theory, "chainwise", False):
+        return batch
+    block = block_bytes // max(1, x[0].numel() * x.element_size())
+    return block if 2 <= block < batch else batch
+
+
+def evolve_in_blocks(evolve_fn, theory, x, p, action, force, eps: float, n_steps: int, integrator: str,
+                     block: int):
+    """``evolve_fn`` (`evolve` or a compiled one) on blocks of ``block`` chains in turn, its results
+    concatenated: the same as one call on the whole batch for a chainwise theory."""
+    if block >= x.shape[0]:
+        return evolve_fn(theory, x, p, action, force, eps, n_steps, integrator)
+    parts = [evolve_fn(theory, x[i:i + block], p[i:i + block], action[i:i + block], force[i:i + block], eps,
+                       n_steps, integrator) for i in range(0, x.shape[0], block)]
+    return tuple(torch.cat(results) for results in zip(*parts))
+
+
 def _whole(x, group):
     """``x`` tiled to the whole batch of all ranks' chains (``x`` itself in one process): the shape of a draw
     for every chain (rows r·b … (r+1)·b − 1 are x; the momenta of a sphere depend on them)."""
@@ -149,7 +179,7 @@ def _gathered(tensor, group):
 
 
 def hmc_trajectory(theory, x, eps, n_steps, integrator="leapfrog", generator=None, cache=None, evolve=evolve,
-                   group=None):
+                   group=None, block_bytes: int | None = BLOCK_BYTES):
     """One HMC update of every chain in the batch (this rank's chains, with ``group``; module docstring):
     the theory's auxiliary fields refreshed (`Theory.refresh`, e.g. pseudofermions; nothing for most
     theories), momenta drawn, the trajectory integrated and accepted or rejected per chain.
@@ -159,7 +189,9 @@ def hmc_trajectory(theory, x, eps, n_steps, integrator="leapfrog", generator=Non
     the same chains (and the x each call returns); it carries the action and force of the current
     state from one trajectory to the next, which saves one of each per trajectory. The result is
     the same with or without it (x must not be modified in place between calls). ``evolve``:
-    `evolve` or a compiled version of it. No host-device synchronisation.
+    `evolve` or a compiled version of it. ``block_bytes``: the integration runs over blocks of chains
+    of this size per field (`chains_per_block`; None: the whole batch at once). No host-device
+    synchronisation.
     """
     cache = {} if cache is None else cache
     counts = cache.setdefault("evaluations", {"action": 0, "force": 0})
@@ -170,8 +202,9 @@ def hmc_trajectory(theory, x, eps, n_steps, integrator="leapfrog", generator=Non
     counts["action"] += 1
     counts["force"] += FORCES_PER_STEP[integrator] * n_steps
     p = _mine(theory.field.momenta(_whole(x, group), generator=generator), group)
-    x_new, action_new, force_new, delta_h = evolve(theory, x, p, cache["action"], cache["force"], eps, n_steps,
-                                                   integrator)
+    x_new, action_new, force_new, delta_h = evolve_in_blocks(evolve, theory, x, p, cache["action"], cache["force"],
+                                                             eps, n_steps, integrator,
+                                                             chains_per_block(theory, x, block_bytes))
     delta_h = torch.nan_to_num(delta_h, nan=math.inf, posinf=math.inf)  # a diverged trajectory: ΔH = +inf
     u = _mine(torch.rand(_whole(delta_h, group).shape, generator=generator, dtype=delta_h.dtype,
                          device=delta_h.device), group)

@@ -15,6 +15,8 @@ Opt-in workloads (``workloads=``; the benchmark scripts in ``bench/`` use them):
 
 * ``hmc-uncarried``: the ``hmc`` trajectory without carrying the action and force over (one
   force and one action more per trajectory), to measure what the carry-over saves.
+* ``hmc-unblocked``: the ``hmc`` trajectory integrating the whole batch at once instead of blocks
+  of chains that fit the cache (`reference.hmc.chains_per_block`), to measure what blocking buys.
 * ``hmc-plain``: what a teaching notebook does (`PlainHMC`): one chain at a time, the 2021
   tutorial's roll-based action, the force by ``torch.func.grad`` of it, a Python loop over the
   leapfrog steps, a Metropolis accept on a Python float; ``batch`` chains one after another per
@@ -88,9 +90,9 @@ from suite.harness.rows import append_record, read_records
 from suite.report.throughput import KIND, label, scaling
 
 WORKLOADS = ("hmc", "sampling", "training")  # the default run
-EXTRA_WORKLOADS = ("hmc-uncarried", "hmc-plain", "hmc-sun", "forward")  # opt-in
+EXTRA_WORKLOADS = ("hmc-uncarried", "hmc-unblocked", "hmc-plain", "hmc-sun", "forward")  # opt-in
 ALL_WORKLOADS = WORKLOADS + EXTRA_WORKLOADS
-HMC_WORKLOADS = ("hmc", "hmc-uncarried", "hmc-plain", "hmc-sun")
+HMC_WORKLOADS = ("hmc", "hmc-uncarried", "hmc-unblocked", "hmc-plain", "hmc-sun")
 FLOW_WORKLOADS = ("sampling", "forward", "training")
 FLOWS = ("affine", "spline", "hybrid")  # timed by default: the coupling flows of the quality studies
 
@@ -351,9 +353,10 @@ class PlainHMC:
         return phi, False
 
 
-def hmc_call(L: int, settings: Settings, carry: bool = True):
+def hmc_call(L: int, settings: Settings, carry: bool = True, blocks: bool = True):
     """One trajectory of the batch's chains per call (``compile``: `reference.hmc.evolve` compiled);
-    ``carry``: the action and force carried over from one trajectory to the next (the default)."""
+    ``carry``: the action and force carried over from one trajectory to the next (the default);
+    ``blocks``: integrated over blocks of chains (`reference.hmc.chains_per_block`; the default)."""
     from reference import hmc
 
     device, dtype = torch.device(settings.device), settings.torch_dtype("hmc")
@@ -366,7 +369,8 @@ def hmc_call(L: int, settings: Settings, carry: bool = True):
 
     def call():
         state["x"], accepted, _ = hmc.hmc_trajectory(theory, state["x"], HMC_EPS, HMC_STEPS, "leapfrog", generator,
-                                                     state["cache"] if carry else None, evolve)
+                                                     state["cache"] if carry else None, evolve,
+                                                     block_bytes=hmc.BLOCK_BYTES if blocks else None)
         state["accepted"] += accepted.sum()  # on the device: no synchronisation
         state["proposed"] += accepted.numel()
 
@@ -500,6 +504,8 @@ def cells(settings: Settings, group=None):
         yield "hmc", None, None, lambda L: hmc_call(L, settings)
     if "hmc-uncarried" in chosen:
         yield "hmc-uncarried", None, None, lambda L: hmc_call(L, settings, carry=False)
+    if "hmc-unblocked" in chosen:
+        yield "hmc-unblocked", None, None, lambda L: hmc_call(L, settings, blocks=False)
     if "hmc-plain" in chosen:
         yield "hmc-plain", None, None, lambda L: plain_hmc_call(L, settings)
     if "hmc-sun" in chosen:

@@ -197,3 +197,38 @@ def test_evaluation_counts_are_the_calls_made(integrator, measure_every):
     assert counting.calls["force"] == 1 + trajectories * info["force_evaluations_per_trajectory"]
     assert info["force_evaluations_per_trajectory"] == 5 * (2 if integrator == "omelyan" else 1)
     assert info["evaluations_per_sample"] == measure_every * (1 + info["force_evaluations_per_trajectory"])
+
+
+def _first_quick_entry_of_each_theory():
+    from suite.catalogue import entries
+
+    found = {}
+    for entry in entries("quick"):
+        found.setdefault(entry.theory, entry)
+    return sorted(found.values(), key=lambda e: e.id)
+
+
+@pytest.mark.parametrize("entry", _first_quick_entry_of_each_theory(), ids=lambda e: e.id)
+def test_blocks_of_chains_integrate_bit_for_bit_like_the_whole_batch(entry):
+    """A trajectory integrated over blocks of two chains (`chains_per_block`) gives the same fields,
+    decisions and ΔH as the whole batch at once, for every theory that says it is chainwise; the
+    others are integrated whole."""
+    from reference.hmc import chains_per_block
+
+    theory = entry.build_theory()
+    x = theory.field.prior_sample(5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    two_chains = 2 * x[0].numel() * x.element_size()
+    if not theory.chainwise:
+        assert chains_per_block(theory, x, two_chains) == 5
+        return
+    assert chains_per_block(theory, x, two_chains) == 2 and chains_per_block(theory, x, two_chains // 2) == 5
+    runs = []
+    for block_bytes in (None, two_chains):
+        generator, y, history = torch.Generator().manual_seed(7), x, []
+        for _ in range(3):
+            y, accepted, delta_h = hmc_trajectory(theory, y, 0.05, 3, "leapfrog", generator, {},
+                                                  block_bytes=block_bytes)
+            history.append((y, accepted, delta_h))
+        runs.append(history)
+    for (x1, a1, d1), (x2, a2, d2) in zip(*runs):
+        assert torch.equal(x1, x2) and torch.equal(a1, a2) and torch.equal(d1, d2)

@@ -72,16 +72,16 @@ def test_bad_input_gives_one_line_error(tmp_path, capsys, args, message):
 
 
 def test_opt_in_workloads_give_rows(tmp_path):
-    settings = throughput.Settings(sizes=(4,), batch=2, workloads=("hmc", "hmc-uncarried", "hmc-plain", "forward"),
+    settings = throughput.Settings(sizes=(4,), batch=2, workloads=("hmc", "hmc-uncarried", "hmc-unblocked", "hmc-plain", "forward"),
                                    flows=("affine",), warmup=1, repeats=2, min_seconds=0)
     found = throughput.run_throughput(settings, tmp_path, log=lambda line: None)
-    assert [r["workload"] for r in found] == ["hmc", "hmc-uncarried", "hmc-plain", "forward"]
+    assert [r["workload"] for r in found] == ["hmc", "hmc-uncarried", "hmc-unblocked", "hmc-plain", "forward"]
     assert read_records(tmp_path, "throughput") == found
     for r in found:
         assert r["status"] == "ok" and r["seconds_per_call"] > 0 and r["configs_per_second"] > 0
         assert r["batch"] == 2 and r["compile"] is False and r["repeats"] == 2
         assert r["background_cpus"] is None or r["background_cpus"] >= 0
-    hmc_rows, forward = found[:3], found[3]
+    hmc_rows, forward = found[:4], found[4]
     assert all(0 <= r["acceptance"] <= 1 and r["dtype"] == "float64" for r in hmc_rows)
     assert forward["flow"] == "affine" and forward["parameters"] > 0 and forward["dtype"] == "float32"
 

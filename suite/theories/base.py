@@ -58,6 +58,14 @@ class Theory(ABC):
         it did (the action and force of x have then changed). None by default: False."""
         return False
 
+    @property
+    def chainwise(self) -> bool:
+        """Whether S and F of each chain depend on that chain's field alone, so that HMC may integrate
+        blocks of a batch's chains in turn (`reference.hmc.chains_per_block`): true unless the theory
+        holds auxiliary fields for the whole batch (it overrides `refresh`; a CG solve then also
+        iterates until every chain has converged)."""
+        return type(self).refresh is Theory.refresh
+
     def solver_work(self) -> dict[str, int]:
         """Cumulative counts of the theory's own solver work (e.g. ``{"cg_iterations": n}``), which
         HMC records per trajectory; none by default."""
