@@ -202,7 +202,8 @@ def plain_log_ticks(ax) -> None:
 def fit_label(fit, names) -> str:
     """``formula: name = value(error), ..., χ²/dof`` of a `suite.report.fits.FitResult`."""
     shown = ", ".join(f"{n} = {format_value(fit.params[n], fit.errors[n])}" for n in names)
-    return f"{fit.formula}: {shown}, χ²/dof = {fit.chi2_dof:.2g}"
+    quality = f"χ²/dof = {fit.chi2_dof:.2g}" if fit.dof > 0 else "no dof"
+    return f"{fit.formula}: {shown}, {quality}"
 
 
 def errorbar_with_fit(ax, x, y, yerr, label, fit=None, fit_names=(), marker="o", others=(), **style):

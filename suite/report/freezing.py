@@ -89,7 +89,7 @@ def freezing_record(r) -> dict:
     seconds per independent χ_t and χ_m (sampling), training seconds, χ_t and χ_m with their pulls."""
     obs = r.observables
     record = {"entry": r.entry, "ξ_2nd": format_value(r.reference["xi2nd"]["value"], r.reference["xi2nd"]["error"]),
-              "sampler": sampler_label(r.sampler), "acceptance": r.metrics.get("acceptance")}
+              "sampler": sampler_label(r.sampler), "acceptance": _rounded(r.metrics.get("acceptance"), 3)}
     for name, symbol in TAU_OBSERVABLES.items():
         if name in obs:
             record[f"τ_int({symbol})"] = format_value(obs[name]["tau_int"], obs[name]["tau_int_error"])
@@ -102,7 +102,7 @@ def freezing_record(r) -> dict:
     for name, symbol in COST_OBSERVABLES.items():
         if name in obs:
             record[symbol] = format_value(obs[name]["value"], obs[name]["error"])
-            record[f"{symbol} pull"] = r.reference.get(name, {}).get("pull")
+            record[f"{symbol} pull"] = _rounded(r.reference.get(name, {}).get("pull"), 2)
     return record
 
 
@@ -119,24 +119,28 @@ def _tau(name):
     return lambda r: (r.observables[name]["tau_int"], r.observables[name]["tau_int_error"])
 
 
-def _fit_records(line: str, label: str, symbol: str, x, y, e, keep) -> tuple[dict, fits.FitResult | None]:
+def _rounded(value, digits: int):
+    return None if value is None else round(value, digits)
+
+
+def _fit_record(label: str, symbol: str, x, y, e, keep) -> tuple[dict, fits.FitResult | None]:
     power = fits.try_fit(fits.fit_power, x[keep], y[keep], e[keep], ("c", "z"), "τ_int = c ξ^z")
     exponential = fits.try_fit(fits.fit_exponential, x[keep], y[keep], e[keep], ("a", "b"), "τ_int = a e^(b ξ)")
-    record = {"line": line, "sampler": label, "observable": f"τ_int({symbol})", "points fitted": int(keep.sum())}
+    record = {"sampler": label, "observable": f"τ_int({symbol})", "points fitted": int(keep.sum())}
     for fit, name in ((power, "z"), (exponential, "b")):
         record[name] = format_value(fit.params[name], fit.errors[name]) if fit else "too few points"
-        record[f"χ²/dof ({name})"] = fit.chi2_dof if fit else None
+        record[f"χ²/dof ({name})"] = _rounded(fit.chi2_dof, 2) if fit and fit.dof > 0 else None
     laws = {law: fit for law, fit in (("power", power), ("exponential", exponential)) if fit is not None}
     record["smaller χ²"] = fits.preferred(laws) if len(laws) == 2 and power.dof > 0 else None
     return record, power
 
 
-def _panel(ax, series, fit_into=None, line="", symbol=""):
+def _panel(ax, series, fit_into=None, symbol=""):
     """One panel: each sampler's points (open where unreliable), with its power-law fit if ``fit_into``."""
     for label, (x, y, e, keep) in series.items():
         fit = None
         if fit_into is not None:
-            record, fit = _fit_records(line, label, symbol, x, y, e, keep)
+            record, fit = _fit_record(label, symbol, x, y, e, keep)
             fit_into.append(record)
         colour = errorbar_with_fit(ax, x[keep], y[keep], e[keep], label, fit, ("z",)) if keep.any() else None
         if (~keep).any():
@@ -167,7 +171,7 @@ def freezing_section(rows, out: Path) -> list[str]:
         with plt.rc_context(FIT_STYLE):
             fig, axes = plt.subplots(2, max(len(taus), len(costs)), figsize=(11, 8), squeeze=False)
             for ax, (obs, symbol) in zip(axes[0], taus.items()):
-                _panel(ax, _series(at, obs, _tau(obs)), fit_records, name, symbol)
+                _panel(ax, _series(at, obs, _tau(obs)), fit_records, symbol)
                 ax.set(xscale="log", yscale="log", xlabel="ξ_2nd", ylabel=f"τ_int({symbol}) [updates]",
                        title=f"τ_int({symbol})")
             for ax, (obs, symbol) in zip(axes[1], costs.items()):
