@@ -133,15 +133,17 @@ def evolve(theory, x, p, action, force, eps: float, n_steps: int, integrator: st
 
 
 def chains_per_block(theory, x, block_bytes: int | None = BLOCK_BYTES) -> int:
-    """How many of the batch's chains (x: (B, ...)) `hmc_trajectory` integrates together: on CPU as many
-    as fit ``block_bytes`` per field; the whole batch on other devices, for theories that are not
-    chainwise (`Theory.chainwise`; an object that does not say is taken as not), with ``block_bytes`` None, or where a block would hold fewer than two chains (the
+    """How many of the batch's chains (x: (B, ...)) `hmc_trajectory` integrates together. On CPU: the
+    fewest blocks of equal size with at most ``block_bytes`` per field. The whole batch on other
+    devices, for theories that are not chainwise (`Theory.chainwise`; an object that does not say is
+    taken as not), with ``block_bytes`` None, and where a block would hold a single chain (the
     per-operation overhead of one-chain blocks outweighs the cache)."""
     batch = x.shape[0]
     if block_bytes is None or x.device.type != "cpu" or not getattr(theory, "chainwise", False):
         return batch
-    block = block_bytes // max(1, x[0].numel() * x.element_size())
-    return block if 2 <= block < batch else batch
+    n_blocks = math.ceil(batch * x[0].numel() * x.element_size() / block_bytes)
+    block = math.ceil(batch / n_blocks)  # blocks of equal size, at most block_bytes each where a chain fits
+    return block if block >= 2 else batch
 
 
 def evolve_in_blocks(evolve_fn, theory, x, p, action, force, eps: float, n_steps: int, integrator: str,
