@@ -84,6 +84,10 @@ def _training_seconds(r) -> float:
     return float((r.training or {}).get("seconds", 0.0))
 
 
+def _rounded(value, digits: int):
+    return None if value is None else round(value, digits)
+
+
 def freezing_record(r) -> dict:
     """One row of the freezing table: the run's ξ, acceptance, τ_int of Q and χ_m, N/(2τ_int(Q)),
     seconds per independent χ_t and χ_m (sampling), training seconds, χ_t and χ_m with their pulls."""
@@ -119,10 +123,6 @@ def _tau(name):
     return lambda r: (r.observables[name]["tau_int"], r.observables[name]["tau_int_error"])
 
 
-def _rounded(value, digits: int):
-    return None if value is None else round(value, digits)
-
-
 def _fit_record(label: str, symbol: str, x, y, e, keep) -> tuple[dict, fits.FitResult | None]:
     power = fits.try_fit(fits.fit_power, x[keep], y[keep], e[keep], ("c", "z"), "τ_int = c ξ^z")
     exponential = fits.try_fit(fits.fit_exponential, x[keep], y[keep], e[keep], ("a", "b"), "τ_int = a e^(b ξ)")
@@ -135,13 +135,12 @@ def _fit_record(label: str, symbol: str, x, y, e, keep) -> tuple[dict, fits.FitR
     return record, power
 
 
-def _panel(ax, series, fit_into=None, symbol=""):
-    """One panel: each sampler's points (open where unreliable), with its power-law fit if ``fit_into``."""
+def _panel(ax, series, symbol: str, fit_into: list):
+    """One panel: each sampler's points (open where unreliable) with its power-law fit; both fits'
+    records go to ``fit_into``."""
     for label, (x, y, e, keep) in series.items():
-        fit = None
-        if fit_into is not None:
-            record, fit = _fit_record(label, symbol, x, y, e, keep)
-            fit_into.append(record)
+        record, fit = _fit_record(label, symbol, x, y, e, keep)
+        fit_into.append(record)
         colour = errorbar_with_fit(ax, x[keep], y[keep], e[keep], label, fit, ("z",)) if keep.any() else None
         if (~keep).any():
             ax.errorbar(x[~keep], y[~keep], yerr=e[~keep], marker="o", ls="none", mfc="none", color=colour,
@@ -171,7 +170,7 @@ def freezing_section(rows, out: Path) -> list[str]:
         with plt.rc_context(FIT_STYLE):
             fig, axes = plt.subplots(2, max(len(taus), len(costs)), figsize=(11, 8), squeeze=False)
             for ax, (obs, symbol) in zip(axes[0], taus.items()):
-                _panel(ax, _series(at, obs, _tau(obs)), fit_records, symbol)
+                _panel(ax, _series(at, obs, _tau(obs)), symbol, fit_records)
                 ax.set(xscale="log", yscale="log", xlabel="ξ_2nd", ylabel=f"τ_int({symbol}) [updates]",
                        title=f"τ_int({symbol})")
             for ax, (obs, symbol) in zip(axes[1], costs.items()):
