@@ -28,7 +28,8 @@ import pandas as pd  # noqa: E402
 
 from suite.catalogue.lines import points  # noqa: E402
 from suite.report import fits  # noqa: E402
-from suite.report.figures import FIT_STYLE, errorbar_with_fit, markdown_image, plain_log_ticks, save_figure  # noqa: E402
+from suite.report.figures import (FIT_STYLE, errorbar_with_fit, fit_label, markdown_image,  # noqa: E402
+                                  plain_log_ticks, save_figure)
 from suite.report.tables import format_value, sampler_label, to_markdown, write_table  # noqa: E402
 
 TAU_OBSERVABLES = {"topological_charge": "Q", "chi_m": "χ_m"}
@@ -123,7 +124,13 @@ def _tau(name):
     return lambda r: (r.observables[name]["tau_int"], r.observables[name]["tau_int_error"])
 
 
-def _fit_record(label: str, symbol: str, x, y, e, keep) -> tuple[dict, fits.FitResult | None]:
+def _legend(label: str) -> str:
+    """A sampler label cut to its name, model and objective (the training budget is in the tables)."""
+    return label.split(",")[0]
+
+
+def _fit_record(label: str, symbol: str, x, y, e, keep):
+    """The fit table's record of one series and its power and exponential fits (None where they fail)."""
     power = fits.try_fit(fits.fit_power, x[keep], y[keep], e[keep], ("c", "z"), "τ_int = c ξ^z")
     exponential = fits.try_fit(fits.fit_exponential, x[keep], y[keep], e[keep], ("a", "b"), "τ_int = a e^(b ξ)")
     record = {"sampler": label, "observable": f"τ_int({symbol})", "points fitted": int(keep.sum())}
@@ -132,29 +139,34 @@ def _fit_record(label: str, symbol: str, x, y, e, keep) -> tuple[dict, fits.FitR
         record[f"χ²/dof ({name})"] = _rounded(fit.chi2_dof, 2) if fit and fit.dof > 0 else None
     laws = {law: fit for law, fit in (("power", power), ("exponential", exponential)) if fit is not None}
     record["smaller χ²"] = fits.preferred(laws) if len(laws) == 2 and power.dof > 0 else None
-    return record, power
+    return record, power, exponential
 
 
 def _panel(ax, series, symbol: str, fit_into: list):
-    """One panel: each sampler's points (open where unreliable) with its power-law fit; both fits'
-    records go to ``fit_into``."""
+    """One panel: each sampler's points (open where unreliable) with both fits (power solid,
+    exponential dashed); the fits' records go to ``fit_into``."""
     for label, (x, y, e, keep) in series.items():
-        record, fit = _fit_record(label, symbol, x, y, e, keep)
+        record, power, exponential = _fit_record(label, symbol, x, y, e, keep)
         fit_into.append(record)
-        colour = errorbar_with_fit(ax, x[keep], y[keep], e[keep], label, fit, ("z",)) if keep.any() else None
+        colour = None
+        if keep.any():
+            colour = errorbar_with_fit(ax, x[keep], y[keep], e[keep], _legend(label), power, ("z",))
+        if exponential is not None:
+            grid = np.geomspace(x[keep].min(), x[keep].max(), 100)
+            ax.plot(grid, exponential(grid), color=colour, lw=1, ls="--", label=f"fit {fit_label(exponential, ('b',))}")
         if (~keep).any():
             ax.errorbar(x[~keep], y[~keep], yerr=e[~keep], marker="o", ls="none", mfc="none", color=colour,
-                        label=f"{label}: N/(2τ_int(Q)) < {MIN_INDEPENDENT}")
+                        label=f"{_legend(label)}: N/(2τ_int(Q)) < {MIN_INDEPENDENT}")
 
 
 def _cost_panel(ax, rows, name: str, symbol: str):
     for label, (x, c, e, _) in _series(rows, name, lambda r: sample_cost(r, name)).items():
-        colour = errorbar_with_fit(ax, x, c, e, f"{label}: sampling")
+        colour = errorbar_with_fit(ax, x, c, e, f"{_legend(label)}: sampling")
         trained = [r for r in sorted(rows, key=_xi) if sampler_label(r.sampler) == label and name in r.observables]
         train = np.array([_training_seconds(r) for r in trained])
         if train.any():
             ax.errorbar(x, fits.amortised_cost(train, c, AMORTISE_OVER), yerr=e, marker="D", ls="--", mfc="none",
-                        color=colour, label=f"{label}: training over {AMORTISE_OVER:g} samples")
+                        color=colour, label=f"{_legend(label)}: training over {AMORTISE_OVER:g} samples")
     ax.set(xscale="log", yscale="log", xlabel="ξ_2nd", ylabel=f"seconds per independent {symbol}")
 
 
@@ -177,7 +189,7 @@ def freezing_section(rows, out: Path) -> list[str]:
                 _cost_panel(ax, at, obs, symbol)
             for ax in axes.flat:
                 if ax.has_data():
-                    ax.legend()
+                    ax.legend(fontsize=6)
                     plain_log_ticks(ax)
             fig.suptitle(f"{name}: autocorrelation and cost against ξ_2nd ({at[0].device_name})")
             image = markdown_image(f"freezing {name}", save_figure(fig, out / "figures" / f"freezing-{slug}"))
