@@ -193,8 +193,8 @@ def freezing_section(rows, out: Path) -> list[str]:
                     plain_log_ticks(ax)
             fig.suptitle(f"{name}: autocorrelation and cost against ξ_2nd ({at[0].device_name})")
             image = markdown_image(f"freezing {name}", save_figure(fig, out / "figures" / f"freezing-{slug}"))
-        runs = pd.DataFrame.from_records([freezing_record(r) for r in sorted(at, key=lambda r: (_xi(r),
-                                                                                               sampler_label(r.sampler)))])
+        ordered = sorted(at, key=lambda r: (_xi(r), sampler_label(r.sampler)))
+        runs = pd.DataFrame.from_records([freezing_record(r) for r in ordered])
         fitted = pd.DataFrame.from_records(fit_records)
         (out / "tables").mkdir(exist_ok=True)
         lines += [f"## Critical slowing down and topological freezing: {name}", "", *image,
