@@ -30,7 +30,7 @@ from suite.catalogue.lines import points  # noqa: E402
 from suite.report import fits  # noqa: E402
 from suite.report.figures import (FIT_STYLE, errorbar_with_fit, fit_label, markdown_image,  # noqa: E402
                                   plain_log_ticks, save_figure)
-from suite.report.tables import format_value, sampler_label, to_markdown, write_table  # noqa: E402
+from suite.report.tables import format_value, n_independent, sampler_label, to_markdown, write_table  # noqa: E402
 
 TAU_OBSERVABLES = {"topological_charge": "Q", "chi_m": "χ_m"}
 COST_OBSERVABLES = {"chi_t": "χ_t", "chi_m": "χ_m"}
@@ -62,11 +62,6 @@ def _lines(rows) -> dict[tuple, list]:
 
 def _xi(r) -> float:
     return r.reference["xi2nd"]["value"]
-
-
-def n_independent(estimate: dict) -> float:
-    """N/(2τ_int): the number of effectively independent measurements behind an estimate."""
-    return estimate["n_samples"] / (2 * estimate["tau_int"])
 
 
 def _reliable(r) -> bool:

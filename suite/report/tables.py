@@ -21,6 +21,12 @@ def format_value(value: float, error: float) -> str:
     return f"{value:.{digits}f}({scaled})"
 
 
+def n_independent(estimate: dict) -> float:
+    """N/(2τ_int) of a row's observable estimate: the effectively independent measurements behind it
+    (`suite.stats.GammaResult.n_eff` of the recorded estimate)."""
+    return estimate["n_samples"] / (2 * estimate["tau_int"])
+
+
 def sampler_label(spec: dict) -> str:
     """Legend label of a run: ``hmc``, or a flow's sampler, model, objective and training budget
     (the sampler plugin's `label`)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from suite.report.figures import autocorrelation_scan, markdown_image
-from suite.report.tables import format_value, sampler_label, to_markdown
+from suite.report.tables import format_value, n_independent, sampler_label, to_markdown
 
 
 def topology_record(r) -> dict:
@@ -25,7 +25,7 @@ def topology_record(r) -> dict:
         "ESS": format_value(ess["value"], ess["error"]) if ess else None,
         **{f"tau_int({name})": format_value(obs[key]["tau_int"], obs[key]["tau_int_error"])
            for key, name in (("topological_charge", "Q"), ("q2", "Q²"), ("plaquette", "plaquette"))},
-        "N_eff(Q)": round(obs["topological_charge"]["n_samples"] / (2 * obs["topological_charge"]["tau_int"])),
+        "N_eff(Q)": round(n_independent(obs["topological_charge"])),
         "s per indep. Q²": obs["q2"].get("seconds_per_independent_sample"),
         "train CPU s": training.get("cpu_seconds"),
         **{f"{k} measured": format_value(obs[k]["value"], obs[k]["error"]) for k in ("plaquette", "chi_t")},
