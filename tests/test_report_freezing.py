@@ -54,7 +54,8 @@ def test_both_laws_are_fitted_and_the_true_one_has_the_smaller_chi2(out):
              for e, xi in list(CP9.items())[:2]]
     lines = freezing_section(rows, out)
     heading, fitted, runs = fit_table(lines)
-    assert heading == "## Critical slowing down and topological freezing: CP(9), auxiliary action"
+    assert heading == ("## Critical slowing down and topological freezing: CP(9) model, auxiliary-U(1) action, "
+                       "β tuned to a second-moment correlation length at L/ξ ≈ 6")  # the line's description
     charge, magnet = fitted.loc[("hmc", "τ_int(Q)")], fitted.loc[("hmc", "τ_int(χ_m)")]
     assert charge["smaller χ²"] == "exponential" and magnet["smaller χ²"] == "power"
     assert float(charge["b"].split("(")[0]) == pytest.approx(1.5, abs=0.01)

@@ -65,6 +65,7 @@ class Point:
     sampler: str = "hmc"                         # the registered sampler plugin that measures the line
     monotone: int = -1                           # sign of dO/dp assumed before the data show it
     catalogue_file: Path = CALIBRATED_FILE       # where its calibrated entry is written
+    line: str = ""                               # the description of its line (a report heading)
 
     @property
     def tuned(self) -> bool:
@@ -119,7 +120,8 @@ def parse_lines_file(path: Path) -> dict[str, Point]:
                 guess=raw.get("guess"), step=float(raw.get("step", line.get("step", 0.1))), source=raw.get("from"),
                 search=_run_settings(raw.get("search", line.get("search")), where, sampler) if tuned else {},
                 reference=_run_settings(raw.get("reference", line.get("reference")), where, sampler),
-                sampler=sampler, monotone=monotone, catalogue_file=calibrated_file(path))
+                sampler=sampler, monotone=monotone, catalogue_file=calibrated_file(path),
+                line=line.get("description", ""))
             if tuned and point.guess is None:
                 raise UsageError(f"{where}: a tuned point needs a 'guess' of {point.parameter}")
             if point.id in points:

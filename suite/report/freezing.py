@@ -42,22 +42,16 @@ def _line_key(point) -> tuple:
     return point.theory, point.convention, tuple(sorted(point.fixed.items()))
 
 
-def _line_name(key: tuple) -> str:
-    theory, convention, fixed = key
-    n = dict(fixed).get("n")
-    name = {"on": f"O({n})", "cpn": f"CP({n - 1})" if n else "CP(N−1)"}.get(theory, theory)
-    return f"{name}, {convention} action"
-
-
-def _lines(rows) -> dict[tuple, list]:
-    """Markov-chain rows on tuned points with a reference ξ_2nd, by line; lines with two or more ξ only."""
+def _lines(rows) -> dict[tuple, tuple[str, list]]:
+    """Markov-chain rows on tuned points with a reference ξ_2nd, by line, with the line's description;
+    lines with two or more ξ only."""
     lines = {}
     for r in rows:
         point = points().get(r.entry)
         if point is None or not point.tuned or "xi2nd" not in r.reference or not r.plugin.markov:
             continue
-        lines.setdefault(_line_key(point), []).append(r)
-    return {k: v for k, v in lines.items() if len({r.entry for r in v}) >= 2}
+        lines.setdefault(_line_key(point), (point.line or point.theory, []))[1].append(r)
+    return {k: v for k, v in lines.items() if len({r.entry for r in v[1]}) >= 2}
 
 
 def _xi(r) -> float:
@@ -168,8 +162,7 @@ def _cost_panel(ax, rows, name: str, symbol: str):
 def freezing_section(rows, out: Path) -> list[str]:
     """The report lines of the freezing section of one theory's rows (module docstring)."""
     lines = []
-    for key, at in _lines(rows).items():
-        name = _line_name(key)
+    for key, (name, at) in _lines(rows).items():
         slug = "-".join(str(part) for part in (key[0], key[1], *(v for _, v in key[2])))
         taus = {n: s for n, s in TAU_OBSERVABLES.items() if any(n in r.observables for r in at)}
         costs = {n: s for n, s in COST_OBSERVABLES.items() if any(n in r.observables for r in at)}
