@@ -27,7 +27,7 @@ from suite.theories.u1 import U1
 
 # small hyperparameters for every registered model (a new model must add its own here)
 SMALL = {"affine": {"n_layers": 2}, "spline": {"n_layers": 2}, "hybrid": {"n_affine": 2, "n_spline": 2},
-         "u1-equivariant": {"n_layers": 2}, "cnf": {"n_steps": 2}, "cnf-equivariant": {"n_steps": 2},
+         "u1-equivariant": {"n_layers": 2}, "u1-plaquette": {"n_layers": 2, "n_sink": 3}, "cnf": {"n_steps": 2}, "cnf-equivariant": {"n_steps": 2},
          "u1-cnf": {"n_steps": 2}, "sun-equivariant": {"n_layers": 2}, "sun-cnf": {"n_steps": 2}, "sun-spectral": {"n_layers": 2},
          "schwinger-pf-flow": {"n_layers": 2},
          "sphere-equivariant": {"n_layers": 2}, "cpn-equivariant": {"n_layers": 2}}
@@ -104,6 +104,7 @@ BAD = [("affine", {"z2": "false"}, "z2", "true or false"),
        ("affine", {"mask": "diagonal"}, "mask", "one of checkerboard, rows, columns, stripes"),
        ("u1-equivariant", {"transform": "glow"}, "transform", "one of ncp, spline"),
        ("u1-equivariant", {"loops": "rectangle"}, "loops", "one of plaquette, plaquette+rectangle"),
+       ("u1-plaquette", {"n_sink": 0}, "n_sink", "integer >= 1"),
        ("cnf", {"method": "euler"}, "method", "one of rk4, dopri5"),
        ("cnf", {"divergence": "trace"}, "divergence", "one of exact, hutchinson"),
        ("cnf-equivariant", {"n_freq": -1}, "n_freq", "integer >= 0"),

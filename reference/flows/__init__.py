@@ -28,6 +28,11 @@ model                     field     hyperparameters (default) and bounds
 ``u1-equivariant``        u1        n_layers (16) ≥ 1, transform ("ncp", "spline"), n_mixture (6)
                                     ≥ 1, n_bins (8) in [1, 999], hidden ((8, 8)), kernel_size (3),
                                     loops ("plaquette", "plaquette+rectangle")
+``u1-plaquette``          u1        n_layers (2) ≥ 1, transform ("spline"; "ncp"), n_mixture (6),
+                                    n_bins (16), hidden ((8, 8)), kernel_size (3), n_sink (32) ≥ 1,
+                                    sink_hidden ((32, 32)): plaquette couplings that carry each
+                                    change to one sink plaquette, then K = min(n_sink, V − 1)
+                                    autoregressive couplings of the global constraint
 ``u1-cnf``                u1        loops ("plaquette+rectangle"), n_harmonics (3) ≥ 1, n_time (5)
                                     ≥ 1, method, n_steps, rtol, atol, adjoint as cnf
 ``sun-equivariant``       sun       n_layers (16) ≥ 1, n_harmonics (4) in [1, 16], hidden ((8, 8)),
@@ -67,6 +72,7 @@ from reference.flows.sun_spectral import build_sun_spectral
 from reference.flows.sun_continuous import LOOPS as SUN_CNF_LOOPS, build_sun_cnf
 from reference.flows.u1 import LOOPS, TRANSFORMS, build_u1_equivariant
 from reference.flows.u1_continuous import build_u1_cnf
+from reference.flows.u1_plaquette import build_u1_plaquette
 from suite.errors import UsageError
 
 FIELDS = {"scalar": "real scalar fields (B, *lattice), prior N(0, 1)",
@@ -119,6 +125,10 @@ REGISTRY: dict[str, ModelEntry] = {e.name: e for e in [
               "gauge-equivariant coupling flow for 2D U(1) (arXiv:2003.06413)",
               n_layers=Int(min=1), transform=Choice(choices=TRANSFORMS), n_mixture=Int(min=1),
               n_bins=Int(min=1, max=999), **_CONV, loops=Choice(choices=LOOPS)),
+    _register("u1-plaquette", build_u1_plaquette, "u1",
+              "plaquette couplings whose compensating link change is carried to one sink plaquette",
+              n_layers=Int(min=1), transform=Choice(choices=TRANSFORMS), n_mixture=Int(min=1),
+              n_bins=Int(min=1, max=999), **_CONV, n_sink=Int(min=1), sink_hidden=Ints(min=1)),
     _register("cnf", build_cnf, "scalar",
               "continuous flow with a time-conditioned ConvNet velocity",
               **_CONV, n_time=Int(min=1), divergence=Choice(choices=DIVERGENCES), **_ODE),
@@ -188,5 +198,5 @@ def build(name: str, theory, **hparams) -> Flow:
 
 __all__ = ["FIELDS", "Flow", "ModelEntry", "REGISTRY", "build", "build_affine", "build_cnf", "build_cnf_equivariant",
            "build_cpn_equivariant", "build_hybrid", "build_schwinger_pf_flow", "build_sphere_equivariant",
-           "build_spline", "build_sun_cnf", "build_sun_equivariant", "build_u1_cnf", "build_u1_equivariant", "defaults",
+           "build_spline", "build_sun_cnf", "build_sun_equivariant", "build_u1_cnf", "build_u1_equivariant", "build_u1_plaquette", "defaults",
            "hparams", "is_reference_model", "validate_hparams"]
