@@ -13,6 +13,7 @@ from suite.errors import UsageError
 from suite.harness.results import now, prepare_output_folder
 from suite.harness.rows import read_records, read_rows
 from suite.report.figures import history_and_autocorrelation, markdown_image, training_curves
+from suite.report.complexity import complexity_section
 from suite.report.protocol import ess_curve_section, mode_section
 from suite.report.transport import transport_section
 from suite.report.scaling import scaling_section
@@ -202,6 +203,7 @@ def build_report(results_folders, out, *, target_ess: float = 0.1, n_independent
         for section in info.report_sections if theory_rows else ():
             lines += section(theory_rows, out)
     lines += transport_section(finished, out) + mode_section(finished, out) + ess_curve_section(finished, out)
+    lines += complexity_section(finished, out)
     lines += scaling_section(finished, out, target_ess=target_ess, n_independent=n_independent)
     lines += throughput_section(throughput, out)
     lines += ["## Observables against reference values", ""]
