@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from reference.flows import build
-from reference.flows.continuous import ConvVelocity, EquivariantVelocity, displacement_orbits
+from reference.flows.continuous import ConvVelocity, EquivariantVelocity, wrapped_kernel_matrix
 from reference.flows.ode import Solver, integrate, odeint, odeint_adjoint
 from reference.flows.u1 import plaquette_angle
 from suite.fields import wrap_angle
@@ -51,6 +51,12 @@ def test_integrators_reach_their_order_and_tolerance():
     assert abs(back[0].item() - 1) < 1e-7  # backward in time
     with pytest.raises(ValueError, match="unknown ODE method"):
         Solver("euler")
+
+
+def displacement_orbits(lattice) -> tuple[torch.Tensor, int]:
+    """Orbit of every displacement (shape ``lattice``) of the full periodic kernel, and their number."""
+    wrap = wrapped_kernel_matrix(lattice, 0)
+    return wrap.argmax(1).view(lattice), wrap.shape[1]
 
 
 def test_displacement_orbits():
@@ -111,9 +117,26 @@ def test_conv_velocity_divergence_is_the_exact_trace(lattice):
     assert torch.allclose(velocity.dynamics(many)(0.3, many)[1], divergence[0].expand(4000))  # ... exact in eval
 
 
-def test_equivariant_velocity_symmetries_and_divergence():
+def test_the_wrapped_kernel_is_the_periodic_kernel_at_half_the_lattice_and_fixed_beyond():
+    index, n = displacement_orbits((8, 8))
+    full = wrapped_kernel_matrix((8, 8), 0)
+    assert full.shape == (64, n) and torch.allclose(full.sum(0), torch.ones(n, dtype=torch.float64))
+    sizes = torch.bincount(index.flatten()).double()  # R = L/2: each site carries 1/(its orbit's size)
+    assert torch.equal(full, torch.nn.functional.one_hot(index.flatten(), n).double() / sizes)
+    assert torch.equal(wrapped_kernel_matrix((8, 8), 4), full)
+    small, large = wrapped_kernel_matrix((8, 8), 3), wrapped_kernel_matrix((12, 12), 3)
+    assert small.shape == (64, 10) and large.shape == (144, 10)  # folded (0..3)², sorted: parameters independent of L
+    box = [(x, y) for x in range(-3, 4) for y in range(-3, 4)]  # no wrapping once L > 2R: the same kernel
+    assert all(torch.equal(small[(x % 8) * 8 + y % 8], large[(x % 12) * 12 + y % 12]) for x, y in box)
+    assert torch.count_nonzero(large.sum(1)) == len(box)
+    wrapped = wrapped_kernel_matrix((4, 4), 3)  # R > L/2: the images of a displacement add up
+    assert torch.allclose(wrapped.sum(0), torch.ones(10, dtype=torch.float64)) and torch.all(wrapped.sum(1) > 0)
+
+
+@pytest.mark.parametrize("radius", [0, 1, 3])
+def test_equivariant_velocity_symmetries_and_divergence(radius):
     torch.manual_seed(4)
-    velocity = EquivariantVelocity((4, 4), n_freq=3, n_time=3).double()
+    velocity = EquivariantVelocity((4, 4), n_freq=3, n_time=3, radius=radius).double()
     with torch.no_grad():
         velocity.weight.normal_()
     phi = torch.randn(3, 4, 4, dtype=torch.float64)
@@ -150,10 +173,10 @@ def test_linear_velocity_on_the_free_theory_is_exact():
                                    indexing="ij"))
     precision = 2 * theory.A - 2 * theory.J * torch.cos(p).sum(0)  # S = ½ φᵀMφ, M̂(p)
     kernel = torch.fft.ifftn(-0.5 * torch.log(precision)).real
-    velocity = flow.transform.velocity
+    velocity, (orbits, _) = flow.transform.velocity, displacement_orbits(lattice)
     with torch.no_grad():
         for orbit in range(velocity.weight.shape[0]):
-            velocity.weight[orbit, 0, 0] = kernel[velocity.orbits == orbit].sum()  # W per orbit
+            velocity.weight[orbit, 0, 0] = kernel[orbits == orbit].sum()  # W per orbit
     log_z = -0.5 * torch.log(precision).sum() + 0.5 * math.prod(lattice) * math.log(2 * math.pi)
     x, log_q = flow.sample(64, generator=torch.Generator().manual_seed(6))
     assert (log_q + theory.action(x) + log_z).abs().max() < 1e-6

@@ -74,3 +74,12 @@ def test_a_flow_without_any_budget_is_refused():
 def test_a_model_whose_parameters_depend_on_the_lattice_cannot_be_pretrained(tmp_path):
     with pytest.raises(UsageError, match="depends on the lattice size"):
         _run(tmp_path, ["phi4/aks2019/L8"], name="flow", model="cnf-equivariant", hparams={}, budget_steps=0)
+
+
+def test_the_equivariant_continuous_flow_with_a_finite_kernel_range_transfers(tmp_path):
+    rows = _run(tmp_path, ["phi4/aks2019/L8"], name="flow", model="cnf-equivariant",
+                hparams={"n_freq": 2, "n_time": 3, "n_steps": 2, "radius": 2}, budget_steps=0)
+    (folder,) = (tmp_path / "pretrain").iterdir()
+    pretrained = torch.load(folder / "model.pt", weights_only=True)
+    assert pretrained["transform.velocity.weight"].abs().sum() > 0  # trained at L = 4, used as is at L = 8
+    assert rows[0].ok and rows[0].training["pretrain"]["steps"] == 6 and 0 < rows[0].metrics["ess"]["value"] <= 1

@@ -11,21 +11,32 @@ from suite.harness.rows import RESULTS_FILE, SCHEMA_VERSION, ResultRow, read_row
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 COMMITTED = sorted(REPORTS.glob("*/results.jsonl"))
+SCHEMA_1 = Path(__file__).resolve().parent / "data" / "schema1" / RESULTS_FILE  # two rows of an old topology report
 
 
-@pytest.mark.parametrize("path", COMMITTED, ids=[p.parent.name for p in COMMITTED])
-def test_committed_schema_1_results_load(path):
+def _load_every_row(path: Path) -> list:
     lines = [line for line in path.read_text().splitlines() if line.strip()]
-    assert all("schema_version" not in json.loads(line) for line in lines)  # written before typed rows
     skipped = []
     rows = read_rows(path.parent, on_skip=lambda *args: skipped.append(args))
     assert not skipped and len(rows) == len(lines)
     for row in rows:
         assert row.schema_version == SCHEMA_VERSION and row.ok and row.folder == path.parent
         assert row.plugin.name == row.sampler["name"]
-        if row.sampler.get("pretrain"):  # the path the harness stored the pretraining under, now recorded
+        if row.sampler.get("pretrain"):  # the path the harness stored the pretraining under, recorded
             assert row.artifacts["pretrain_training"].startswith("pretrain/")
-    assert len(COMMITTED) >= 2
+    return rows
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=[p.parent.name for p in COMMITTED])
+def test_committed_results_load(path):
+    _load_every_row(path)
+
+
+def test_schema_1_rows_are_upgraded_on_reading():
+    lines = [json.loads(line) for line in SCHEMA_1.read_text().splitlines() if line.strip()]
+    assert all("schema_version" not in line for line in lines)  # written before typed rows
+    rows = _load_every_row(SCHEMA_1)
+    assert {row.sampler["name"] for row in rows} == {"hmc", "flow-mh"} and any(r.sampler.get("pretrain") for r in rows)
 
 
 def test_a_row_round_trips_and_a_rewrite_replaces_it(tmp_path):

@@ -23,8 +23,9 @@ model                     field     hyperparameters (default) and bounds
 ``cnf``                   scalar    hidden ((16, 16)), kernel_size (3), n_time (5) ≥ 1, divergence
                                     ("exact", "hutchinson"), method ("rk4", "dopri5"), n_steps (20)
                                     ≥ 1, rtol, atol (1e-5) > 0, adjoint (false)
-``cnf-equivariant``       scalar    n_freq (16) ≥ 0, n_time (5) ≥ 1, freq_max (5.0) ≥ 0, method,
-                                    n_steps, rtol, atol, adjoint as cnf
+``cnf-equivariant``       scalar    n_freq (16) ≥ 0, n_time (5) ≥ 1, freq_max (5.0) ≥ 0, radius
+                                    (0: the whole torus) ≥ 0, method, n_steps, rtol, atol, adjoint
+                                    as cnf
 ``u1-equivariant``        u1        n_layers (16) ≥ 1, transform ("ncp", "spline"), n_mixture (6)
                                     ≥ 1, n_bins (8) in [1, 999], hidden ((8, 8)), kernel_size (3),
                                     loops ("plaquette", "plaquette+rectangle")
@@ -134,7 +135,7 @@ REGISTRY: dict[str, ModelEntry] = {e.name: e for e in [
               **_CONV, n_time=Int(min=1), divergence=Choice(choices=DIVERGENCES), **_ODE),
     _register("cnf-equivariant", build_cnf_equivariant, "scalar",
               "equivariant continuous flow of Gerdes et al. (arXiv:2207.00283)",
-              n_freq=Int(min=0), n_time=Int(min=1), freq_max=Real(min=0.0), **_ODE),
+              n_freq=Int(min=0), n_time=Int(min=1), freq_max=Real(min=0.0), radius=Int(min=0), **_ODE),
     _register("u1-cnf", build_u1_cnf, "u1",
               "gauge-equivariant continuous flow for 2D U(1), Wilson-loop potential velocity",
               loops=Choice(choices=LOOPS), n_harmonics=Int(min=1), n_time=Int(min=1), **_ODE),

@@ -15,9 +15,14 @@ randomness once per integration, so the adjoint pass sees the same field):
   lattice's point group (reflections x_μ → −x_μ on every axis, and permutations of equal axes),
   stored divided by the orbit's size (so that Σ_r W(r), hence the velocity's scale, is the sum
   of the parameters over orbits, not over sites: a step of the optimizer moves every mode alike).
-  Hence v commutes with translations, rotations, reflections and φ → −φ, and the divergence is
-  exact and cheap: ∇·v = Σ_x Σ_{f,a} W[o(0), f, a] T_a(t) F′_f(φ_x). W starts at zero (identity flow);
-  the convolution runs as a product in momentum space.
+  The kernel is defined on the infinite lattice, on the box |r_μ| ≤ R, and wrapped onto the
+  torus (W_L(r) = Σ_n W(r + nL), so the images of r beyond L/2 add up): ``radius`` R = 0 takes
+  R_μ = L_μ // 2, the full periodic kernel of Gerdes et al. (its parameters depend on L); an integer
+  R gives parameters that do not depend on L, so a flow trained on a small lattice transfers to a
+  larger one (exactly the same kernel once L_μ > 2R). Hence v commutes with translations,
+  rotations, reflections and φ → −φ, and the divergence is exact and cheap:
+  ∇·v = Σ_x Σ_{f,a} W_L[0, f, a] T_a(t) F′_f(φ_x). W starts at zero (identity flow); the
+  convolution runs as a product in momentum space.
 * `ConvVelocity`: a ConvNet (circular padding, tanh) on φ and the time features as constant
   channels. Exact divergence by probing the Jacobian with colouring vectors: sites of one colour
   are further apart than the receptive field, so Σ_{x∈c} (J e_c)_x = Σ_{x∈c} J_xx and the trace
@@ -56,49 +61,63 @@ def fourier_time_features(t: float, n: int, like: torch.Tensor) -> torch.Tensor:
     return torch.cat([like.new_ones(1), torch.stack([torch.sin(angle), torch.cos(angle)], 1).flatten()])[:n]
 
 
-def displacement_orbits(lattice) -> tuple[torch.Tensor, int]:
-    """Orbit index of every displacement r (shape ``lattice``) under reflections r_μ → L_μ − r_μ
-    and permutations of axes of equal extent; and the number of orbits. r = 0 is orbit 0."""
+def _orbit_key(folded, lattice) -> tuple:
+    """The point-group orbit of a displacement with folded components |r_μ|: sorted within axes of equal extent."""
+    return tuple(sorted((n, f) for n, f in zip(lattice, folded)))
+
+
+def wrapped_kernel_matrix(lattice, radius: int) -> torch.Tensor:
+    """The matrix (V, n_orbits) that takes a kernel on the orbits of the box |r_μ| ≤ R of the
+    infinite lattice, per orbit, to the kernel per displacement on the torus ``lattice``: entry
+    (r, o) is the number of box displacements of orbit o that wrap onto r, divided by the orbit's
+    size in the box. ``radius`` 0: R_μ = L_μ // 2. Orbits are numbered in an order that depends
+    on R and on which axes have equal extents only, r = 0 is orbit 0."""
     lattice = tuple(int(n) for n in lattice)
-    keys, index = {}, torch.empty(lattice, dtype=torch.long)
-    for r in itertools.product(*(range(n) for n in lattice)):
-        folded = [min(ri, n - ri) for ri, n in zip(r, lattice)]
-        key = tuple(sorted((n, f) for n, f in zip(lattice, folded)))  # sort within equal extents
-        index[r] = keys.setdefault(key, len(keys))
-    return index, len(keys)
+    radii = tuple(n // 2 for n in lattice) if radius == 0 else (int(radius),) * len(lattice)
+    keys, members = {}, []
+    for folded in itertools.product(*(range(r + 1) for r in radii)):
+        keys.setdefault(_orbit_key(folded, lattice), len(keys))
+    for d in itertools.product(*(range(-r, r + 1) for r in radii)):
+        site = sum(((di % n) * math.prod(lattice[mu + 1:])) for mu, (di, n) in enumerate(zip(d, lattice)))
+        members.append((site, keys[_orbit_key([abs(di) for di in d], lattice)]))
+    sites, orbits = torch.tensor(members).T
+    sizes = torch.bincount(orbits, minlength=len(keys)).double()
+    matrix = torch.zeros(math.prod(lattice), len(keys), dtype=torch.float64)
+    matrix.index_put_((sites, orbits), 1.0 / sizes[orbits], accumulate=True)
+    return matrix
 
 
 class EquivariantVelocity(nn.Module):
     """The velocity of Gerdes et al. (module docstring) on ``lattice``; ``n_freq`` sine features
-    plus the linear one, ``n_time`` time features."""
+    plus the linear one, ``n_time`` time features, kernel range ``radius`` (0: the whole torus)."""
 
-    def __init__(self, lattice, n_freq: int = 16, n_time: int = 5, freq_max: float = 5.0):
+    def __init__(self, lattice, n_freq: int = 16, n_time: int = 5, freq_max: float = 5.0,
+                 radius: int = 0):
         super().__init__()
-        if n_freq < 0 or n_time < 1:
-            raise ValueError(f"need n_freq >= 0 and n_time >= 1, got {n_freq}, {n_time}")
+        if n_freq < 0 or n_time < 1 or radius < 0:
+            raise ValueError(f"need n_freq >= 0, n_time >= 1 and radius >= 0, got {n_freq}, {n_time}, {radius}")
         self.lattice, self.n_time = tuple(int(n) for n in lattice), int(n_time)
-        orbits, n_orbits = displacement_orbits(self.lattice)
-        self.register_buffer("orbits", orbits, persistent=False)
-        self.register_buffer("orbit_sizes", torch.bincount(orbits.flatten()).float(), persistent=False)
+        wrap = wrapped_kernel_matrix(self.lattice, radius)
+        self.register_buffer("wrap", wrap.float(), persistent=False)
         self.freq = nn.Parameter(freq_max * torch.rand(n_freq))
-        self.weight = nn.Parameter(torch.zeros(n_orbits, n_freq + 1, self.n_time))
+        self.weight = nn.Parameter(torch.zeros(wrap.shape[1], n_freq + 1, self.n_time))
         self.dims = tuple(range(-len(self.lattice), 0))
 
     def kernel(self, t: float) -> torch.Tensor:
-        """W(t) on the orbits (per displacement, i.e. divided by the orbit size), shape (n_orbits, n_features)."""
-        return (self.weight @ fourier_time_features(t, self.n_time, self.weight)) / self.orbit_sizes.unsqueeze(1)
+        """W_L(t) per displacement on the torus, shape (n_features, *lattice)."""
+        per_orbit = self.weight @ fourier_time_features(t, self.n_time, self.weight)  # (n_orbits, n_features)
+        return (self.wrap.to(per_orbit.dtype) @ per_orbit).T.reshape(-1, *self.lattice)
 
     def dynamics(self, x: torch.Tensor):
         def f(t, phi):
-            k = self.kernel(t)
+            spatial = self.kernel(t)  # (n_features, *lattice)
             wf = phi.unsqueeze(1) * self.freq.view(-1, *([1] * len(self.lattice)))  # (B, n_freq, *lattice)
             features = torch.cat([torch.sin(wf), phi.unsqueeze(1)], 1)
             slopes = torch.cat([self.freq.view(-1, *([1] * len(self.lattice))) * torch.cos(wf),
                                 torch.ones_like(phi).unsqueeze(1)], 1)
-            spatial = k[self.orbits].movedim(-1, 0)  # (n_features, *lattice)
             v_hat = (torch.fft.rfftn(spatial, dim=self.dims) * torch.fft.rfftn(features, dim=self.dims)).sum(1)
             v = torch.fft.irfftn(v_hat, s=self.lattice, dim=self.dims)
-            divergence = (slopes.flatten(2).sum(2) * k[0]).sum(1)
+            divergence = (slopes.flatten(2).sum(2) * spatial.flatten(1)[:, 0]).sum(1)
             return v, divergence
         return f
 
@@ -212,10 +231,11 @@ def _continuous_flow(theory, velocity, method, n_steps, rtol, atol, adjoint) -> 
     return ContinuousFlow(scalar_prior(theory), transform).to(torch.float32)
 
 
-def build_cnf_equivariant(theory, n_freq=16, n_time=5, freq_max=5.0, method="rk4", n_steps=20, rtol=1e-5,
-                          atol=1e-5, adjoint=False) -> ContinuousFlow:
-    """The equivariant continuous flow of Gerdes et al. (arXiv:2207.00283) on ``theory.lattice``."""
-    velocity = EquivariantVelocity(theory.lattice, n_freq, n_time, freq_max)
+def build_cnf_equivariant(theory, n_freq=16, n_time=5, freq_max=5.0, radius=0, method="rk4", n_steps=20,
+                          rtol=1e-5, atol=1e-5, adjoint=False) -> ContinuousFlow:
+    """The equivariant continuous flow of Gerdes et al. (arXiv:2207.00283) on ``theory.lattice``; an
+    integer ``radius`` ≥ 1 makes its parameters independent of L (pretrainable on a smaller lattice)."""
+    velocity = EquivariantVelocity(theory.lattice, n_freq, n_time, freq_max, radius)
     return _continuous_flow(theory, velocity, method, n_steps, rtol, atol, adjoint)
 
 
