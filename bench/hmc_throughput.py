@@ -11,6 +11,8 @@ fewer with the carry-over), Gaussian momenta, Metropolis accept, on the 2-d φ�
 * ``uncarried`` (``hmc-uncarried``): the same without the carry-over.
 * ``unblocked`` (``hmc-unblocked``): ``batched`` integrating the whole batch at once, not in blocks of
   chains that fit the cache (``reference.hmc.chains_per_block``).
+* ``unfused`` (``hmc-unfused``): the integrator before blocks and fused kicks — the whole batch at
+  once, every kick subtracting a force tensor (``Theory.kick``'s default, not φ⁴'s fused kick).
 * ``compiled`` (``hmc`` with ``compile``): ``batched`` with ``torch.compile(reference.hmc.evolve)``.
 * ``plain`` (``hmc-plain``): a teaching notebook's HMC, one chain after another, force by
   ``torch.func.grad``.
@@ -41,12 +43,13 @@ from suite import throughput  # noqa: E402  (imports torch)
 from suite.throughput import add_script_arguments, configure_script, print_header  # noqa: E402
 
 IMPLS = {"batched": ("hmc", False), "uncarried": ("hmc-uncarried", False), "unblocked": ("hmc-unblocked", False),
+         "unfused": ("hmc-unfused", False),
          "compiled": ("hmc", True), "plain": ("hmc-plain", False)}
 REQUIREMENT = {"L": 32, "chains": 64, "min_ratio": 10.0, "impl": "batched", "baseline": "plain"}
 
 
 def impl_of(row: dict) -> str:
-    named = {"hmc-uncarried": "uncarried", "hmc-unblocked": "unblocked", "hmc-plain": "plain"}
+    named = {"hmc-uncarried": "uncarried", "hmc-unblocked": "unblocked", "hmc-unfused": "unfused", "hmc-plain": "plain"}
     return named.get(row["workload"], "compiled" if row["compile"] else "batched")
 
 

@@ -8,7 +8,8 @@ n_steps·eps), accept with probability min(1, exp(−ΔH)), independently per ch
 
 The drift is the field space's `update_with_momentum` (x moves along the geodesic and p is carried
 along: unchanged on flat spaces and groups, parallel-transported on spheres); kicks subtract the
-force, which theories give in the tangent space, so p stays tangent.
+force, which theories give in the tangent space, so p stays tangent. Kicks whose force is not kept
+are the theory's `Theory.kick` (in place on p; φ⁴ fuses it, making no force tensor).
 
 Theories with auxiliary fields in the action (pseudofermions) redraw them at the start of every
 trajectory (`Theory.refresh`), and the solver work they report (`Theory.solver_work`, e.g. CG
@@ -85,16 +86,18 @@ class HMCSettings:
 def leapfrog(theory, x, p, eps: float, n_steps: int, force=None):
     """Leapfrog (kick-drift-kick) for n_steps steps from (x, p); ``force`` is F(x) if already known.
 
-    Returns (x_new, p_new, F(x_new)); p is not modified (the first kick makes a new tensor).
+    Returns (x_new, p_new, F(x_new)); p is not modified (the first kick makes a new tensor). The
+    inner kicks are the theory's `kick` (fused where the theory has one); only the last force is kept.
     """
     space = theory.field
     force = theory.force(x) if force is None else force
     p = p - 0.5 * eps * force
-    for step in range(n_steps):
+    for _ in range(n_steps - 1):
         x, p = space.update_with_momentum(x, p, eps)
-        force = theory.force(x)
-        p.sub_(force, alpha=eps if step < n_steps - 1 else 0.5 * eps)
-    return x, p, force
+        theory.kick(x, p, eps)
+    x, p = space.update_with_momentum(x, p, eps)
+    force = theory.force(x)
+    return x, p.sub_(force, alpha=0.5 * eps), force
 
 
 def omelyan(theory, x, p, eps: float, n_steps: int, force=None, lam: float = OMELYAN_LAMBDA):
@@ -105,11 +108,12 @@ def omelyan(theory, x, p, eps: float, n_steps: int, force=None, lam: float = OME
     p = p - lam * eps * force
     for step in range(n_steps):
         x, p = space.update_with_momentum(x, p, 0.5 * eps)
-        p.sub_(theory.force(x), alpha=(1 - 2 * lam) * eps)
+        theory.kick(x, p, (1 - 2 * lam) * eps)
         x, p = space.update_with_momentum(x, p, 0.5 * eps)
-        force = theory.force(x)
-        p.sub_(force, alpha=lam * eps if step == n_steps - 1 else 2 * lam * eps)
-    return x, p, force
+        if step < n_steps - 1:
+            theory.kick(x, p, 2 * lam * eps)
+    force = theory.force(x)
+    return x, p.sub_(force, alpha=lam * eps), force
 
 
 INTEGRATOR_FUNCTIONS = {"leapfrog": leapfrog, "omelyan": omelyan}

@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-sites", type=int, dest="max_sites",
                    help="cap the batch at L to max-sites / volume (at least 1; default: no cap)")
     p.add_argument("--workloads", nargs="+", help="any of hmc, sampling, training (the default: all three) and "
-                                                  "hmc-uncarried, hmc-unblocked, hmc-plain, hmc-sun, forward")
+                                                  "hmc-uncarried, hmc-unblocked, hmc-unfused, hmc-plain, hmc-sun, forward")
     p.add_argument("--flows", nargs="+", help="any of affine, spline, hybrid (default all)")
     p.add_argument("--objectives", nargs="+", help="any of reverse-kl, path-gradient (default both)")
     p.add_argument("--repeats", type=int, help="timed measurements per cell, the median is kept (default 5)")

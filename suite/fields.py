@@ -83,7 +83,7 @@ class EuclideanSpace(FieldSpace):
         return -0.5 * x.pow(2).flatten(1).sum(1) - 0.5 * math.prod(self.shape) * math.log(2 * math.pi)
 
     def update(self, x, p, eps):
-        return x + eps * p
+        return x.add(p, alpha=eps)
 
 
 def wrap_angle(x: torch.Tensor) -> torch.Tensor:

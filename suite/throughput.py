@@ -17,6 +17,9 @@ Opt-in workloads (``workloads=``; the benchmark scripts in ``bench/`` use them):
   force and one action more per trajectory), to measure what the carry-over saves.
 * ``hmc-unblocked``: the ``hmc`` trajectory integrating the whole batch at once instead of blocks
   of chains that fit the cache (`reference.hmc.chains_per_block`), to measure what blocking buys.
+* ``hmc-unfused``: the ``hmc`` trajectory as it was before blocks and fused kicks: the whole batch
+  at once, neighbour sums from ``torch.roll`` copies and every kick subtracting a force tensor
+  (`RollStencilPhi4`), to measure what both buy together.
 * ``hmc-plain``: what a teaching notebook does (`PlainHMC`): one chain at a time, the 2021
   tutorial's roll-based action, the force by ``torch.func.grad`` of it, a Python loop over the
   leapfrog steps, a Metropolis accept on a Python float; ``batch`` chains one after another per
@@ -87,12 +90,15 @@ from suite import __version__, distributed
 from suite.errors import UsageError
 from suite.harness.results import device_name, now, prepare_output_folder, provenance
 from suite.harness.rows import append_record, read_records
+from suite.lattice import shift
 from suite.report.throughput import KIND, label, scaling
+from suite.theories.base import Theory
+from suite.theories.phi4 import Phi4
 
 WORKLOADS = ("hmc", "sampling", "training")  # the default run
-EXTRA_WORKLOADS = ("hmc-uncarried", "hmc-unblocked", "hmc-plain", "hmc-sun", "forward")  # opt-in
+EXTRA_WORKLOADS = ("hmc-uncarried", "hmc-unblocked", "hmc-unfused", "hmc-plain", "hmc-sun", "forward")  # opt-in
 ALL_WORKLOADS = WORKLOADS + EXTRA_WORKLOADS
-HMC_WORKLOADS = ("hmc", "hmc-uncarried", "hmc-unblocked", "hmc-plain", "hmc-sun")
+HMC_WORKLOADS = ("hmc", "hmc-uncarried", "hmc-unblocked", "hmc-unfused", "hmc-plain", "hmc-sun")
 FLOW_WORKLOADS = ("sampling", "forward", "training")
 FLOWS = ("affine", "spline", "hybrid")  # timed by default: the coupling flows of the quality studies
 
@@ -298,10 +304,30 @@ def lattice_of(workload: str | None, L: int) -> tuple[int, ...]:
     return (L,) * SUN_DIM if workload == "hmc-sun" else (L, L)
 
 
-def phi4(L: int):
-    from suite.theories.phi4 import Phi4
+def phi4(L: int, fused: bool = True):
+    """The benchmark's φ⁴ theory at L × L; ``fused`` False: `RollStencilPhi4`, the stencil as it was
+    before fused kicks."""
+    return (Phi4 if fused else RollStencilPhi4).from_albergo((L, L), m2=M2, lam=LAM)
 
-    return Phi4.from_albergo((L, L), m2=M2, lam=LAM)
+
+class RollStencilPhi4(Phi4):
+    """`Phi4` with its stencil as it was before fused kicks (the ``hmc-unfused`` baseline): neighbour
+    sums from 2d ``torch.roll`` copies, the force built in place on fresh tensors, and every kick
+    subtracting that force tensor (`Theory.kick`'s default). The same numbers as `Phi4`'s to rounding."""
+
+    kick = Theory.kick
+
+    def _neighbour_sum(self, x, both: bool = False):
+        steps = (1, -1) if both else (1,)
+        total = None
+        for mu in range(self.dim):
+            for step in steps:
+                total = shift(x, mu, step) if total is None else total.add_(shift(x, mu, step))
+        return total
+
+    def force(self, x):
+        force = (x * x).mul_(4 * self.B).add_(2 * self.A).mul_(x)
+        return force.add_(self._neighbour_sum(x, both=True), alpha=-self.J)
 
 
 class ScalarPhi4Action:
@@ -353,14 +379,15 @@ class PlainHMC:
         return phi, False
 
 
-def hmc_call(L: int, settings: Settings, carry: bool = True, blocks: bool = True):
+def hmc_call(L: int, settings: Settings, carry: bool = True, blocks: bool = True, fused: bool = True):
     """One trajectory of the batch's chains per call (``compile``: `reference.hmc.evolve` compiled);
     ``carry``: the action and force carried over from one trajectory to the next (the default);
-    ``blocks``: integrated over blocks of chains (`reference.hmc.chains_per_block`; the default)."""
+    ``blocks``: integrated over blocks of chains (`reference.hmc.chains_per_block`; the default);
+    ``fused``: φ⁴'s fused kick (the default; `phi4`)."""
     from reference import hmc
 
     device, dtype = torch.device(settings.device), settings.torch_dtype("hmc")
-    theory = phi4(L)
+    theory = phi4(L, fused)
     evolve = compiled(hmc.evolve) if settings.compile else hmc.evolve
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     shape = (settings.batch_at(L), L, L)
@@ -506,6 +533,8 @@ def cells(settings: Settings, group=None):
         yield "hmc-uncarried", None, None, lambda L: hmc_call(L, settings, carry=False)
     if "hmc-unblocked" in chosen:
         yield "hmc-unblocked", None, None, lambda L: hmc_call(L, settings, blocks=False)
+    if "hmc-unfused" in chosen:
+        yield "hmc-unfused", None, None, lambda L: hmc_call(L, settings, blocks=False, fused=False)
     if "hmc-plain" in chosen:
         yield "hmc-plain", None, None, lambda L: plain_hmc_call(L, settings)
     if "hmc-sun" in chosen:

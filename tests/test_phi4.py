@@ -98,10 +98,17 @@ def test_lecture_and_albergo_are_the_same_theory_after_field_rescaling():
                                                ("albergo", {"m2": -4.0, "lam": 6.975}),
                                                ("hopping", {"kappa": 0.3, "lam": 0.5})])
 @pytest.mark.parametrize("lattice", [(5, 5), (2, 4), (3, 3, 3)])
-def test_force_equals_autograd(convention, params, lattice):
+def test_force_and_fused_kick_equal_autograd(convention, params, lattice):
+    """The analytic force against autograd, and the fused kick against p − ε·(autograd force)."""
     theory = build_theory("phi4", lattice, convention, params)
-    x = 1.3 * torch.randn(5, *lattice, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
-    torch.testing.assert_close(theory.force(x), theory.autograd_force(x), rtol=1e-12, atol=1e-12)
+    generator = torch.Generator().manual_seed(4)
+    x = 1.3 * torch.randn(5, *lattice, dtype=torch.float64, generator=generator)
+    p = torch.randn(5, *lattice, dtype=torch.float64, generator=generator)
+    force = theory.autograd_force(x)
+    torch.testing.assert_close(theory.force(x), force, rtol=1e-12, atol=1e-12)
+    kicked = p.clone()
+    assert theory.kick(x, kicked, 0.37) is kicked
+    torch.testing.assert_close(kicked, p - 0.37 * force, rtol=1e-12, atol=1e-12)
 
 
 def test_observables_definitions():

@@ -72,16 +72,16 @@ def test_bad_input_gives_one_line_error(tmp_path, capsys, args, message):
 
 
 def test_opt_in_workloads_give_rows(tmp_path):
-    settings = throughput.Settings(sizes=(4,), batch=2, workloads=("hmc", "hmc-uncarried", "hmc-unblocked", "hmc-plain", "forward"),
+    settings = throughput.Settings(sizes=(4,), batch=2, workloads=("hmc", "hmc-uncarried", "hmc-unblocked", "hmc-unfused", "hmc-plain", "forward"),
                                    flows=("affine",), warmup=1, repeats=2, min_seconds=0)
     found = throughput.run_throughput(settings, tmp_path, log=lambda line: None)
-    assert [r["workload"] for r in found] == ["hmc", "hmc-uncarried", "hmc-unblocked", "hmc-plain", "forward"]
+    assert [r["workload"] for r in found] == ["hmc", "hmc-uncarried", "hmc-unblocked", "hmc-unfused", "hmc-plain", "forward"]
     assert read_records(tmp_path, "throughput") == found
     for r in found:
         assert r["status"] == "ok" and r["seconds_per_call"] > 0 and r["configs_per_second"] > 0
         assert r["batch"] == 2 and r["compile"] is False and r["repeats"] == 2
         assert r["background_cpus"] is None or r["background_cpus"] >= 0
-    hmc_rows, forward = found[:4], found[4]
+    hmc_rows, forward = found[:5], found[5]
     assert all(0 <= r["acceptance"] <= 1 and r["dtype"] == "float64" for r in hmc_rows)
     assert forward["flow"] == "affine" and forward["parameters"] > 0 and forward["dtype"] == "float32"
 
@@ -179,3 +179,15 @@ def test_bad_distributed_throughput_is_a_usage_error(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert not any(tmp_path.iterdir())
+
+
+def test_unfused_baseline_is_the_same_phi4():
+    """The ``hmc-unfused`` baseline's stencil gives φ⁴'s action, force and kick."""
+    generator = torch.Generator().manual_seed(2)
+    x, p = torch.randn(3, 6, 6, generator=generator, dtype=torch.float64), torch.randn(3, 6, 6, generator=generator,
+                                                                                      dtype=torch.float64)
+    fused, baseline = throughput.phi4(6), throughput.phi4(6, fused=False)
+    assert isinstance(baseline, throughput.RollStencilPhi4)
+    torch.testing.assert_close(baseline.action(x), fused.action(x), rtol=1e-13, atol=1e-12)
+    torch.testing.assert_close(baseline.force(x), fused.force(x), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(baseline.kick(x, p.clone(), 0.2), fused.kick(x, p.clone(), 0.2), rtol=1e-13, atol=1e-13)

@@ -45,6 +45,12 @@ class Theory(ABC):
         """dS/dx in the field's tangent space, shape of x. Subclasses give it analytically."""
         return self.autograd_force(x)
 
+    def kick(self, x: torch.Tensor, p: torch.Tensor, eps: float) -> torch.Tensor:
+        """The integrators' momentum update p ← p − eps·F(x), in place on p; returns p. Theories may
+        fuse it so that no force tensor is made (the integrators call it on every step whose force
+        they do not keep)."""
+        return p.sub_(self.force(x), alpha=eps)
+
     def autograd_force(self, x: torch.Tensor) -> torch.Tensor:
         """dS/dx by automatic differentiation (the reference the analytic force is tested against)."""
         with torch.enable_grad():

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from suite.fields import EuclideanSpace
-from suite.lattice import shift
+from suite.lattice import add_shifted_, shift
 from suite.theories.base import DerivedQuantity, Theory
 from suite.theories.registry import ExactSolver, TheoryInfo, lazy, register_theory
 
@@ -88,14 +88,23 @@ class Phi4(Theory):
             raise ValueError(f"unknown phi4 convention {convention!r}; expected one of {', '.join(CONVENTIONS)}")
         return constructors[convention](lattice, **params)
 
-    def _neighbour_sum(self, x: torch.Tensor, both: bool = False) -> torch.Tensor:
-        """Σ_mu φ_{x+mu} (``both``: Σ_mu (φ_{x+mu} + φ_{x−mu})), shape of x; one new tensor."""
-        steps = (1, -1) if both else (1,)
-        total = None
-        for mu in range(self.dim):
-            for step in steps:
-                total = shift(x, mu, step) if total is None else total.add_(shift(x, mu, step))
+    def _neighbour_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """Σ_mu φ_{x+mu}, shape of x; one new tensor."""
+        total = shift(x, 0, 1)
+        for mu in range(1, self.dim):
+            add_shifted_(total, x, mu, 1)
         return total
+
+    def _add_neighbours_(self, out: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
+        """out += alpha Σ_mu (φ_{x+mu} + φ_{x−mu}), in place; returns out."""
+        for mu in range(self.dim):
+            for step in (1, -1):
+                add_shifted_(out, x, mu, step, alpha)
+        return out
+
+    def _onsite_factor(self, x: torch.Tensor) -> torch.Tensor:
+        """2A + 4B φ², the on-site part of the force over φ (a new tensor)."""
+        return torch.addcmul(x.new_tensor(2 * self.A), x, x, value=4 * self.B)
 
     def action(self, x):
         dims = tuple(range(1, x.dim()))
@@ -106,8 +115,13 @@ class Phi4(Theory):
 
     def force(self, x):
         """dS/dφ_x = −J Σ_mu (φ_{x+mu} + φ_{x−mu}) + 2A φ_x + 4B φ_x³ (in place on fresh tensors)."""
-        force = (x * x).mul_(4 * self.B).add_(2 * self.A).mul_(x)
-        return force.add_(self._neighbour_sum(x, both=True), alpha=-self.J)
+        return self._add_neighbours_(self._onsite_factor(x).mul_(x), x, -self.J)
+
+    def kick(self, x, p, eps):
+        """p ← p − eps·F(x) without a force tensor: p −= eps φ (2A + 4B φ²), then p += eps J φ_{x±mu}
+        slice by slice (`add_shifted_`), one pass over p per term."""
+        p.addcmul_(self._onsite_factor(x), x, value=-eps)
+        return self._add_neighbours_(p, x, eps * self.J)
 
     def time_slice_correlator(self, x: torch.Tensor) -> torch.Tensor:
         """C(t) = (1/V) Σ_τ S_τ S_{τ+t} for t = 0..L_0−1, shape (B, L_0)."""
