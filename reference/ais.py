@@ -95,6 +95,13 @@ class AnnealedTheory:
         force = prior_force(self.field, x)
         return anneal(self.b, force, self.theory.force(x)) if self.b else force
 
+    def kick(self, x: torch.Tensor, p: torch.Tensor, eps: float) -> torch.Tensor:
+        """p ← p − eps·∇U_b(x) in place (as `Theory.kick`): the prior's part, then the theory's own
+        (fused) kick with step b·eps."""
+        if self.b < 1:
+            p.sub_(prior_force(self.field, x), alpha=eps * (1 - self.b))
+        return self.theory.kick(x, p, eps * self.b) if self.b else p
+
 
 def power_schedule(n_temperatures: int, power: float = 1.0) -> np.ndarray:
     """b_k = (k/K)^power for k = 0..K (K = ``n_temperatures`` ≥ 1, power > 0): b_0 = 0, b_K = 1."""

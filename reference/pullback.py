@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from suite.theories.base import Theory
+
 
 class PulledBackTheory:
     """S̃(z) = S(f(z)) − log|det ∂f/∂z| of a theory and a flow (``flow.transform(z) -> (x, ladj)``,
@@ -57,6 +59,8 @@ class PulledBackTheory:
             y = z.detach().requires_grad_(True)
             (grad,) = torch.autograd.grad(self.action(y).sum(), y)
         return grad
+
+    kick = Theory.kick
 
     @torch.no_grad()
     def observables(self, z: torch.Tensor) -> dict[str, torch.Tensor]:

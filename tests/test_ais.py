@@ -79,12 +79,14 @@ def test_u1_exact_log_z_is_over_lebesgue_measure_of_the_links():
 
 @pytest.mark.parametrize("theory", [Phi4.from_lecture((4, 4), m2=0.5, lam=0.7), U1((4, 4), beta=2.0)])
 @pytest.mark.parametrize("b", [0.0, 0.3, 1.0])
-def test_annealed_force_is_the_gradient_of_the_annealed_action(theory, b):
+def test_annealed_force_is_the_gradient_of_the_annealed_action_and_kicks_with_it(theory, b):
     annealed = AnnealedTheory(theory, b)
     x = theory.field.prior_sample(3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     y = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(annealed.action(y).sum(), y)
     assert torch.allclose(annealed.force(x), grad, atol=1e-10)
+    p = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(annealed.kick(x, p.clone(), 0.3), p - 0.3 * grad, atol=1e-10)
     expected = (1 - b) * -theory.field.prior_log_prob(x) + b * theory.action(x)
     assert torch.allclose(annealed.action(x), expected)
 
