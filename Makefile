@@ -25,7 +25,8 @@ test-slow: $(STAMP)
 validate: $(STAMP)
 	$(BIN)/lftbench validate --tier quick
 
-# The committed CPU reference report of the scaling studies (one thread; about an hour on a 2-core CPU).
+# The committed CPU reference report of the scaling studies (one thread, some three CPU-hours; a second
+# `lftbench run scaling-phi4-cpu --out results/cpu` beside it shares the tasks).
 report: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/lftbench run scaling-phi4-cpu --out results/cpu
 	$(BIN)/lftbench report results/cpu --out reports/cpu --target-ess 0.05 --html
