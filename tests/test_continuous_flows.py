@@ -309,3 +309,23 @@ def test_equivariant_flow_learns_the_free_field():
     error = np.sqrt((w**2 * (chi2 - mean) ** 2).sum()) / w.sum()
     assert abs(mean - free_scalar_exact(theory)["chi2"]) < 4 * error
     assert flow.log_q_integration_error(256)["max"] < 0.05
+
+
+def test_the_report_warns_of_runs_whose_log_q_solver_error_varies(tmp_path):
+    """The flow plugin's report section names the runs whose log q − log q_fine spread is large, and only those."""
+    import dataclasses
+
+    from suite.cli import main
+    from suite.harness.rows import read_rows
+
+    out = tmp_path / "results"
+    assert main(["run", "--entry", "phi4/free/L8", "--sampler", "flow", "--model", "cnf-equivariant", "--hparams",
+                 '{"n_freq": 2, "n_steps": 2}', "--budget-steps", "2", "--batch-size", "4", "--n-samples", "32",
+                 "--out", str(out)]) == 0
+    (row,) = read_rows(out)
+    assert row.sampler_info["log_q_integration_error"]["std"] < 0.1
+    assert row.plugin.report_section([row], tmp_path) == []
+    coarse = dataclasses.replace(row, sampler_info={**row.sampler_info, "log_q_integration_error":
+                                                    {"mean": 0.62, "std": 0.25, "max": 1.76}})
+    warning, _, table, _ = row.plugin.report_section([row, coarse], tmp_path)
+    assert warning.startswith("**Warning: 1 flow run(s)") and "| 0.25 |" in table and "| 0.62 |" in table

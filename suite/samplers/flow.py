@@ -56,6 +56,9 @@ from suite.samplers import register
 from suite.samplers.base import RunContext, Sampler
 from suite.samplers.spec import MISSING, option
 
+# Spread of log q − log q_fine between samples above which the report warns (reweighting feels e^{±spread}).
+LOG_Q_SPREAD_WARNING = 0.1
+
 
 def _objectives() -> tuple[str, ...]:
     from suite.training import OBJECTIVES
@@ -226,6 +229,25 @@ class Flow(Sampler):
             "acceptance": metrics.get("acceptance"),
             "log_q_int_error": log_q_error["max"] if log_q_error else None,  # continuous flows: max |Δ log q|
         }
+
+    def report_section(self, rows, out: Path) -> list[str]:
+        """A loud paragraph naming the continuous-flow runs whose log q departs from a finer solve by a
+        spread ≥ `LOG_Q_SPREAD_WARNING` (the spread, not a constant offset, is what biases reweighting)."""
+        import pandas as pd
+
+        from suite.report.tables import sampler_label, to_markdown
+
+        records = [{"entry": r.entry, "recipe": sampler_label(r.sampler), "seed": r.seed,
+                    "mean of abs. Δ log q": round(err["mean"], 3), "spread": round(err["std"], 3), "max": round(err["max"], 3)}
+                   for r in rows if (err := r.sampler_info.get("log_q_integration_error"))
+                   and err["std"] >= LOG_Q_SPREAD_WARNING]
+        if not records:
+            return []
+        return [f"**Warning: {len(records)} {self.name} run(s) have a log q whose solver error varies by "
+                f"≥ {LOG_Q_SPREAD_WARNING} between samples (log q against 8× the steps): their weights, ESS and "
+                "log Z are those of the solved density, not of the samples' own; a flow trained on with too "
+                "coarse a solver learns to exploit its error.**", "",
+                to_markdown(pd.DataFrame.from_records(records)), ""]
 
     # -- artifacts -------------------------------------------------------------------------------
 
