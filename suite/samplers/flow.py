@@ -238,7 +238,8 @@ class Flow(Sampler):
         from suite.report.tables import sampler_label, to_markdown
 
         records = [{"entry": r.entry, "recipe": sampler_label(r.sampler), "seed": r.seed,
-                    "mean of abs. Δ log q": round(err["mean"], 3), "spread": round(err["std"], 3), "max": round(err["max"], 3)}
+                    "mean of abs. Δ log q": round(err["mean"], 3), "spread": round(err["std"], 3),
+                    "max": round(err["max"], 3)}
                    for r in rows if (err := r.sampler_info.get("log_q_integration_error"))
                    and err["std"] >= LOG_Q_SPREAD_WARNING]
         if not records:
